@@ -1,0 +1,330 @@
+//! Image datasets in Keras' `flow_from_directory` layout, decoded once and
+//! cached in memory.
+//!
+//! `DIR/train/<class>/*.{jpg,jpeg,png}` plus `DIR/validation/<class>/…`, or
+//! `DIR/<class>/…` with a stratified, seeded validation split. Classes are
+//! the sorted folder names. Images are decoded in parallel, resized to a
+//! square and kept as RGB bytes (HWC), so only the first epoch pays for JPEG
+//! decoding.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use image::imageops::FilterType;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::DataError;
+
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// Where the images are and how to split them.
+#[derive(Debug, Clone)]
+pub struct DataSource {
+    pub dir: PathBuf,
+    /// Hold out this fraction of each class for validation when the folder
+    /// has no `validation/` split of its own.
+    pub val_split: Option<f64>,
+    /// Seed of the validation split.
+    pub seed: u64,
+}
+
+/// Decoded images of one split: `len() * size * size * 3` RGB bytes, HWC.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSet {
+    pub size: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u32>,
+    pub paths: Vec<PathBuf>,
+}
+
+impl ImageSet {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// The RGB bytes of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.size * self.size * 3;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+}
+
+/// Per-class image counts, for the log line people read first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassCount {
+    pub class: String,
+    pub train: usize,
+    pub validation: usize,
+}
+
+/// A file that could not be decoded and was left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A loaded dataset.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub classes: Vec<String>,
+    pub train: ImageSet,
+    pub validation: ImageSet,
+    pub counts: Vec<ClassCount>,
+    pub skipped: Vec<Skipped>,
+    /// Seconds spent listing, decoding and resizing.
+    pub load_seconds: f64,
+}
+
+impl Dataset {
+    /// Load `source` at `size` x `size`, decoding on the current rayon pool.
+    pub fn load(source: &DataSource, size: usize) -> Result<Self, DataError> {
+        let started = Instant::now();
+        let listing = list(source)?;
+        let decode = |files: &[(PathBuf, u32)]| -> Vec<Result<Vec<u8>, String>> {
+            files
+                .par_iter()
+                .map(|(path, _)| decode_resized(path, size))
+                .collect()
+        };
+        let mut skipped = Vec::new();
+        let mut keep = |files: Vec<(PathBuf, u32)>, decoded: Vec<Result<Vec<u8>, String>>| {
+            let mut set = ImageSet {
+                size,
+                ..ImageSet::default()
+            };
+            for ((path, label), result) in files.into_iter().zip(decoded) {
+                match result {
+                    Ok(bytes) => {
+                        set.pixels.extend_from_slice(&bytes);
+                        set.labels.push(label);
+                        set.paths.push(path);
+                    }
+                    Err(reason) => {
+                        tracing::warn!(path = %path.display(), %reason, "skipping unreadable image");
+                        skipped.push(Skipped { path, reason });
+                    }
+                }
+            }
+            set
+        };
+        let train_decoded = decode(&listing.train);
+        let train = keep(listing.train, train_decoded);
+        let val_decoded = decode(&listing.validation);
+        let validation = keep(listing.validation, val_decoded);
+
+        let counts: Vec<ClassCount> = listing
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, class)| ClassCount {
+                class: class.clone(),
+                train: train.labels.iter().filter(|&&l| l == i as u32).count(),
+                validation: validation.labels.iter().filter(|&&l| l == i as u32).count(),
+            })
+            .collect();
+        for (c, (train_dir, val_dir)) in counts.iter().zip(&listing.class_dirs) {
+            for (n, dir) in [(c.train, train_dir), (c.validation, val_dir)] {
+                if n == 0 {
+                    let bad = skipped.iter().filter(|s| s.path.starts_with(dir)).count();
+                    return Err(DataError::EmptyClass {
+                        path: dir.clone(),
+                        class: c.class.clone(),
+                        skipped: if bad > 0 {
+                            format!(" ({bad} unreadable file(s) skipped)")
+                        } else {
+                            String::new()
+                        },
+                    });
+                }
+            }
+        }
+        Ok(Self {
+            classes: listing.classes,
+            train,
+            validation,
+            counts,
+            skipped,
+            load_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Decode an image file and resize it to `size` x `size` RGB bytes.
+pub fn decode_resized(path: &Path, size: usize) -> Result<Vec<u8>, String> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| e.to_string())?
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?;
+    let s = size as u32;
+    let rgb = if img.width() == s && img.height() == s {
+        img.to_rgb8()
+    } else {
+        image::imageops::resize(&img.to_rgb8(), s, s, FilterType::Triangle)
+    };
+    Ok(rgb.into_raw())
+}
+
+struct Listing {
+    classes: Vec<String>,
+    /// (train folder, validation folder) of each class, for error messages.
+    class_dirs: Vec<(PathBuf, PathBuf)>,
+    train: Vec<(PathBuf, u32)>,
+    validation: Vec<(PathBuf, u32)>,
+}
+
+fn list(source: &DataSource) -> Result<Listing, DataError> {
+    let dir = &source.dir;
+    if !dir.exists() {
+        return Err(DataError::Missing { path: dir.clone() });
+    }
+    if !dir.is_dir() {
+        return Err(DataError::NotADir { path: dir.clone() });
+    }
+    if let Some(split) = source.val_split {
+        if !(split > 0.0 && split < 1.0) {
+            return Err(DataError::BadValSplit(split));
+        }
+    }
+    let (train_dir, val_dir) = (dir.join("train"), dir.join("validation"));
+    if train_dir.is_dir() && val_dir.is_dir() {
+        let classes = class_folders(&train_dir)?;
+        let val_classes = class_folders(&val_dir)?;
+        if classes != val_classes {
+            return Err(DataError::ClassMismatch {
+                train: train_dir,
+                validation: val_dir,
+                train_classes: classes,
+                validation_classes: val_classes,
+            });
+        }
+        let mut listing = Listing {
+            classes: classes.clone(),
+            class_dirs: vec![],
+            train: vec![],
+            validation: vec![],
+        };
+        for (label, class) in classes.iter().enumerate() {
+            let (t, v) = (train_dir.join(class), val_dir.join(class));
+            listing
+                .train
+                .extend(image_files(&t)?.into_iter().map(|p| (p, label as u32)));
+            listing
+                .validation
+                .extend(image_files(&v)?.into_iter().map(|p| (p, label as u32)));
+            listing.class_dirs.push((t, v));
+        }
+        return Ok(listing);
+    }
+    let base = if train_dir.is_dir() {
+        train_dir
+    } else {
+        dir.clone()
+    };
+    let Some(split) = source.val_split else {
+        return Err(if base != *dir {
+            DataError::NoValidation { path: dir.clone() }
+        } else {
+            no_layout(dir)?
+        });
+    };
+    let classes = class_folders(&base)?;
+    let mut listing = Listing {
+        classes: classes.clone(),
+        class_dirs: vec![],
+        train: vec![],
+        validation: vec![],
+    };
+    for (label, class) in classes.iter().enumerate() {
+        let class_dir = base.join(class);
+        let mut files = image_files(&class_dir)?;
+        if files.len() < 2 {
+            return Err(DataError::TooFewToSplit {
+                path: class_dir,
+                class: class.clone(),
+                count: files.len(),
+            });
+        }
+        // Stratified: each class is shuffled with its own seeded stream and split on its own.
+        let mut rng =
+            Pcg64::seed_from_u64(source.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(label as u64 + 1)));
+        files.shuffle(&mut rng);
+        let n_val = ((files.len() as f64 * split).round() as usize).clamp(1, files.len() - 1);
+        let train = files.split_off(n_val);
+        listing
+            .validation
+            .extend(files.into_iter().map(|p| (p, label as u32)));
+        listing.train.extend(train.into_iter().map(|p| (p, label as u32)));
+        listing.class_dirs.push((class_dir.clone(), class_dir));
+    }
+    Ok(listing)
+}
+
+fn no_layout(dir: &Path) -> Result<DataError, DataError> {
+    Ok(if class_folders(dir).map(|c| c.len() >= 2).unwrap_or(false) {
+        DataError::NoValidation {
+            path: dir.to_path_buf(),
+        }
+    } else {
+        DataError::NoLayout {
+            path: dir.to_path_buf(),
+        }
+    })
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_none_or(|n| n.starts_with('.'));
+        if !hidden {
+            entries.push(path);
+        }
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// Sorted names of the sub-folders of `dir`: the class names.
+fn class_folders(dir: &Path) -> Result<Vec<String>, DataError> {
+    let classes: Vec<String> = read_dir(dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+        .collect();
+    if classes.len() < 2 {
+        return Err(DataError::TooFewClasses {
+            path: dir.to_path_buf(),
+            found: classes.len(),
+            classes,
+        });
+    }
+    Ok(classes)
+}
+
+/// Sorted image files (by extension) directly inside `dir`.
+fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    Ok(read_dir(dir)?
+        .into_iter()
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        })
+        .collect())
+}

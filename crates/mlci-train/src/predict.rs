@@ -1,0 +1,89 @@
+//! Load a trained model (`model.json` + `model.safetensors`) and classify images.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand::SeedableRng;
+use rand_pcg::Pcg64;
+use serde::Serialize;
+
+use crate::augment::to_unit;
+use crate::data::decode_resized;
+use crate::model::{probabilities, Cnn};
+use crate::trainer::SavedModel;
+use crate::TrainError;
+
+/// A model loaded for inference.
+#[derive(Debug)]
+pub struct Predictor {
+    pub saved: SavedModel,
+    model: Cnn,
+}
+
+/// One image's prediction.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub path: PathBuf,
+    pub class: String,
+    /// Probability of `class`.
+    pub probability: f64,
+    /// Probability of every class, in class order.
+    pub probabilities: Vec<f64>,
+}
+
+impl Predictor {
+    /// Load from a training output folder.
+    pub fn load(dir: &Path) -> Result<Self, TrainError> {
+        let bad = |reason: String| TrainError::Model {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let json_path = dir.join("model.json");
+        let text =
+            std::fs::read_to_string(&json_path).map_err(|e| bad(format!("{}: {e}", json_path.display())))?;
+        let saved: SavedModel =
+            serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", json_path.display())))?;
+        let arch = saved.spec.architecture(saved.classes.len())?;
+        let model = Cnn::new(&saved.spec, &arch, 0)?;
+        let weights = dir.join("model.safetensors");
+        model
+            .varmap
+            .clone()
+            .load(&weights)
+            .map_err(|e| bad(format!("{}: {e}", weights.display())))?;
+        Ok(Self { saved, model })
+    }
+
+    /// Classify image files; an unreadable file is an error naming it.
+    pub fn predict(&self, paths: &[PathBuf]) -> Result<Vec<Prediction>, TrainError> {
+        let s = self.saved.input_size;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(64) {
+            let mut buf = vec![0f32; chunk.len() * s * s * 3];
+            for (path, dst) in chunk.iter().zip(buf.chunks_mut(s * s * 3)) {
+                let bytes = decode_resized(path, s).map_err(|reason| TrainError::Model {
+                    path: path.clone(),
+                    reason: format!("cannot read image: {reason}"),
+                })?;
+                to_unit(&bytes, dst);
+            }
+            let x = Tensor::from_vec(buf, (chunk.len(), s, s, 3), &Device::Cpu)?;
+            let logits = self.model.forward(&x, false, &mut Pcg64::seed_from_u64(0))?;
+            let probs = probabilities(&logits)?.to_vec2::<f32>()?;
+            for (path, p) in chunk.iter().zip(probs) {
+                let (best, &pb) = p
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .expect("at least two classes");
+                out.push(Prediction {
+                    path: path.clone(),
+                    class: self.saved.classes[best].clone(),
+                    probability: f64::from(pb),
+                    probabilities: p.iter().map(|&v| f64::from(v)).collect(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

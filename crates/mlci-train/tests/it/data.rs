@@ -1,0 +1,1 @@
+use mlci_train as _;

@@ -1,0 +1,284 @@
+//! The `mlci` binary: parses flags, installs the logger and thread pool,
+//! runs a command, and maps errors to exit codes in one place
+//! (0 success, 1 the run failed, 2 bad input or usage).
+
+mod cli;
+mod progress;
+
+use std::fmt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use mlci_core::{EarlyStopping, ModelSpec, Monitor};
+use mlci_train::{synth, DataSource, Dataset, Predictor, TrainError, TrainOptions};
+
+use cli::{Cli, Command, DemoArgs, InspectArgs, PredictArgs, SpecArgs, TrainArgs};
+use progress::{emit, Progress};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const EXIT_FAILURE: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = init_threads(cli.threads).and_then(|()| run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let bad_input = err
+                .downcast_ref::<TrainError>()
+                .is_some_and(TrainError::is_bad_input)
+                || err.downcast_ref::<BadInput>().is_some();
+            tracing::error!("{err:#}");
+            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILURE })
+        }
+    }
+}
+
+/// An error in what the user gave us (as opposed to a failed run): exit 2.
+#[derive(Debug)]
+struct BadInput(String);
+
+impl fmt::Display for BadInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for BadInput {}
+
+fn bad(msg: impl Into<String>) -> anyhow::Error {
+    BadInput(msg.into()).into()
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("MLCI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// One explicit thread count for rayon (decoding, our kernels) and candle.
+/// candle re-reads `RAYON_NUM_THREADS` on every matmul when it is unset
+/// (parsing /proc/cpuinfo each time), so it is always set here.
+fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    let n = match threads {
+        Some(0) => return Err(bad("--threads must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    // SAFETY-free in edition 2021; done before any thread is spawned.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+        .context("cannot start the thread pool")?;
+    tracing::debug!(threads = n, "thread pool ready");
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let data_dir = match cli.data_dir {
+        Some(dir) => dir,
+        None => dirs::data_dir()
+            .map(|d| d.join("mlci"))
+            .ok_or_else(|| bad("no platform data folder; pass --data-dir or set MLCI_DATA_DIR"))?,
+    };
+    match cli.command {
+        Command::Train(args) => cmd_train(args),
+        Command::Predict(args) => cmd_predict(args),
+        Command::Demo(args) => cmd_demo(args, &data_dir),
+        Command::Inspect(args) => cmd_inspect(args),
+    }
+}
+
+/// The spec from `--spec` (or `base`) with flag overrides applied.
+fn build_spec(args: &SpecArgs, base: ModelSpec) -> anyhow::Result<ModelSpec> {
+    let mut spec = match &args.spec {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(format!("cannot read spec {}: {e}", path.display())))?;
+            ModelSpec::from_json(&text).map_err(|e| bad(format!("{}: {}", path.display(), e.message)))?
+        }
+        None => base,
+    };
+    let t = &mut spec.training;
+    if let Some(v) = args.epochs {
+        t.epochs = v;
+    }
+    if let Some(v) = args.batch_size {
+        t.batch_size = v;
+    }
+    if let Some(v) = args.learning_rate {
+        t.learning_rate = v;
+    }
+    if let Some(v) = args.optimizer {
+        t.optimizer = v;
+    }
+    if let Some(v) = args.seed {
+        t.seed = v;
+    }
+    if let Some(patience) = args.patience {
+        t.early_stopping = Some(EarlyStopping {
+            patience,
+            monitor: Monitor::ValAccuracy,
+            min_delta: 0.0,
+        });
+    }
+    if let Some(v) = args.input_size {
+        spec.input_size = v;
+    }
+    Ok(spec)
+}
+
+fn load_data(dir: &Path, spec: &ModelSpec, val_split: Option<f64>) -> anyhow::Result<Dataset> {
+    // Validate the spec's shapes before paying for decoding (classes are
+    // checked again once known).
+    spec.architecture(2)?;
+    let source = DataSource {
+        dir: dir.to_path_buf(),
+        val_split,
+        seed: spec.training.seed,
+    };
+    tracing::info!(data = %dir.display(), input_size = spec.input_size, "loading images");
+    let data = Dataset::load(&source, spec.input_size).map_err(TrainError::from)?;
+    for c in &data.counts {
+        tracing::info!(class = %c.class, train = c.train, validation = c.validation, "images loaded");
+    }
+    if !data.skipped.is_empty() {
+        tracing::warn!(skipped = data.skipped.len(), "unreadable images were skipped");
+    }
+    tracing::info!(
+        train = data.train.len(),
+        validation = data.validation.len(),
+        seconds = format_args!("{:.1}", data.load_seconds),
+        "dataset decoded and cached"
+    );
+    Ok(data)
+}
+
+fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) -> anyhow::Result<()> {
+    let opts = TrainOptions {
+        out_dir: out.to_path_buf(),
+        resume,
+        include_load_seconds: true,
+    };
+    let outcome = mlci_train::train(spec, data, &opts, &mut Progress::new())?;
+    let b = &outcome.best;
+    tracing::info!(
+        best_epoch = outcome.best_epoch,
+        val_accuracy = format_args!("{:.4}", b.val_accuracy),
+        out = %out.display(),
+        "training finished ({:?})",
+        outcome.stop_reason
+    );
+    emit(&serde_json::json!({
+        "event": "result",
+        "best_epoch": outcome.best_epoch,
+        "val_accuracy": b.val_accuracy,
+        "val_loss": b.val_loss,
+        "param_count": outcome.param_count,
+        "stop_reason": outcome.stop_reason,
+        "total_seconds": outcome.total_seconds,
+        "out": out,
+    }));
+    Ok(())
+}
+
+fn cmd_train(args: TrainArgs) -> anyhow::Result<()> {
+    let spec = build_spec(&args.spec, ModelSpec::default())?;
+    let data = load_data(&args.data, &spec, args.spec.val_split)?;
+    train_and_report(&spec, &data, &args.out, args.resume)
+}
+
+fn cmd_predict(args: PredictArgs) -> anyhow::Result<()> {
+    let predictor = Predictor::load(&args.model)?;
+    for p in predictor.predict(&args.images)? {
+        if args.json {
+            emit(&serde_json::to_value(&p).expect("prediction serialises"));
+        } else {
+            emit_plain(&format!(
+                "{}\t{}\t{:.4}",
+                p.path.display(),
+                p.class,
+                p.probability
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The demo's model: small enough to train in seconds on generated images.
+fn demo_spec() -> ModelSpec {
+    let text = include_str!("../../../examples/demo.json");
+    ModelSpec::from_json(text).expect("the embedded demo spec parses")
+}
+
+fn cmd_demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| data_dir.join("demo").join("run"));
+    let (data, spec) = match &args.data {
+        Some(dir) => (dir.clone(), build_spec(&args.spec, ModelSpec::default())?),
+        None => {
+            let spec = build_spec(&args.spec, demo_spec())?;
+            let dir = data_dir.join("demo").join(format!("stripes-{}", spec.input_size));
+            if !dir.join("validation").is_dir() {
+                tracing::info!(dir = %dir.display(), "generating the demo dataset (horizontal vs vertical stripes)");
+                let tmp = dir.with_extension("partial");
+                let _ = std::fs::remove_dir_all(&tmp);
+                synth::generate(
+                    &tmp,
+                    synth::SynthSpec {
+                        train_per_class: 600,
+                        validation_per_class: 200,
+                        size: spec.input_size as u32,
+                        seed: 7,
+                    },
+                )?;
+                std::fs::rename(&tmp, &dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            (dir, spec)
+        }
+    };
+    let dataset = load_data(&data, &spec, args.spec.val_split)?;
+    train_and_report(&spec, &dataset, &out, false)?;
+    emit_plain(&format!("model and metrics in {}", out.display()));
+    Ok(())
+}
+
+fn cmd_inspect(args: InspectArgs) -> anyhow::Result<()> {
+    let spec = build_spec(
+        &SpecArgs {
+            spec: args.spec,
+            ..SpecArgs::default()
+        },
+        ModelSpec::default(),
+    )?;
+    let arch = spec.architecture(args.classes).map_err(|e| bad(e.to_string()))?;
+    for layer in &arch.layers {
+        emit_plain(&format!(
+            "{:<10} {:<18} {:>16} {:>10}",
+            layer.name,
+            layer.kind,
+            format!("{:?}", layer.output),
+            layer.params
+        ));
+    }
+    emit_plain(&format!("parameters: {}", arch.param_count()));
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn emit_plain(line: &str) {
+    println!("{line}");
+}
