@@ -175,23 +175,44 @@ impl Cnn {
     /// dropout draws its masks from `rng` and batch norm uses (and updates)
     /// batch statistics; otherwise the network is deterministic.
     pub fn forward(&self, x: &Tensor, train: bool, rng: &mut Pcg64) -> candle_core::Result<Tensor> {
+        self.forward_traced(x, train, rng, &mut |_, _| {})
+    }
+
+    /// [`Cnn::forward`], calling `trace(name, output)` after every layer
+    /// with the names of [`mlci_core::LayerShape`].
+    pub fn forward_traced(
+        &self,
+        x: &Tensor,
+        train: bool,
+        rng: &mut Pcg64,
+        trace: &mut dyn FnMut(&str, &Tensor),
+    ) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
-        for layer in &self.convs {
+        for (i, layer) in self.convs.iter().enumerate() {
             let fused_relu = layer.bn.is_none();
             x = ops::conv2d(&x, &layer.weight, &layer.bias, layer.pad, fused_relu, train)?;
             if let Some(bn) = &layer.bn {
+                trace(&format!("conv{}", i + 1), &x);
                 x = batch_norm(&x, bn, train)?.relu()?;
+                trace(&format!("conv{}.bn", i + 1), &x);
+            } else {
+                trace(&format!("conv{}", i + 1), &x);
             }
             x = ops::max_pool2(&x, train)?;
+            trace(&format!("pool{}", i + 1), &x);
         }
         let mut x = x.flatten_from(1)?;
-        for layer in &self.dense {
+        trace("flatten", &x);
+        for (i, layer) in self.dense.iter().enumerate() {
             x = x.matmul(&layer.weight)?.broadcast_add(&layer.bias)?.relu()?;
             if train && layer.dropout > 0.0 {
                 x = dropout(&x, layer.dropout, rng)?;
             }
+            trace(&format!("dense{}", i + 1), &x);
         }
-        x.matmul(&self.output.weight)?.broadcast_add(&self.output.bias)
+        let x = x.matmul(&self.output.weight)?.broadcast_add(&self.output.bias)?;
+        trace("output", &x);
+        Ok(x)
     }
 
     /// The parameters an optimizer updates, sorted by name.

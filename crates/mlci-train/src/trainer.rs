@@ -83,7 +83,9 @@ struct CheckpointState {
     epoch: usize,
     spec: ModelSpec,
     classes: Vec<String>,
-    rng: Pcg64,
+    /// The training RNG after this epoch, as an opaque JSON string (its
+    /// 128-bit integers do not survive JSON tools that read numbers as f64).
+    rng: String,
     optimizer_step: u64,
     history: Vec<EpochMetrics>,
     best_epoch: usize,
@@ -139,7 +141,8 @@ pub fn train(
         optimizer
             .load(&ckpt_dir.join(&state.optimizer), state.optimizer_step)
             .map_err(|e| resume_err(&ckpt_dir, e))?;
-        rng = state.rng;
+        rng = serde_json::from_str(&state.rng)
+            .map_err(|e| TrainError::Resume { path: state_path.clone(), reason: format!("rng: {e}") })?;
         history = state.history;
         best_epoch = state.best_epoch;
         stale = state.epochs_without_improvement;
@@ -217,16 +220,12 @@ pub fn train(
         } else if epoch == cfg.epochs {
             finished = Some(StopReason::Completed);
         }
-        let control = observer.epoch_done(&metrics);
-        if control == Control::Stop && finished.is_none() {
-            finished = Some(StopReason::Stopped);
-        }
-        let state = CheckpointState {
+        let mut state = CheckpointState {
             format: CHECKPOINT_FORMAT,
             epoch,
             spec: spec.clone(),
             classes: data.classes.clone(),
-            rng: rng.clone(),
+            rng: serde_json::to_string(&rng).expect("rng serialises"),
             optimizer_step: optimizer.step,
             history: history.clone(),
             best_epoch,
@@ -235,7 +234,13 @@ pub fn train(
             optimizer: format!("epoch-{epoch:04}.optimizer.safetensors"),
             finished,
         };
+        // The checkpoint is durable before anyone hears of the epoch.
         write_checkpoint(&ckpt_dir, &model, &optimizer, &state, improved)?;
+        if observer.epoch_done(&metrics) == Control::Stop && finished.is_none() {
+            finished = Some(StopReason::Stopped);
+            state.finished = finished;
+            write_state(&ckpt_dir, &state)?;
+        }
         if let Some(reason) = finished {
             stop_reason = reason;
         }
@@ -302,8 +307,7 @@ fn write_checkpoint(
         std::fs::copy(&weights, &tmp).map_err(TrainError::io(&tmp))?;
         rename(&tmp, &dir.join("best.safetensors"))?;
     }
-    let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
-    write_atomic(&dir.join("state.json"), &json)?;
+    write_state(dir, state)?;
     for entry in std::fs::read_dir(dir).map_err(TrainError::io(dir))? {
         let path = entry.map_err(TrainError::io(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -312,6 +316,11 @@ fn write_checkpoint(
         }
     }
     Ok(())
+}
+
+fn write_state(dir: &Path, state: &CheckpointState) -> Result<(), TrainError> {
+    let json = serde_json::to_vec_pretty(state).expect("checkpoint state serialises");
+    write_atomic(&dir.join("state.json"), &json)
 }
 
 fn write_outputs(

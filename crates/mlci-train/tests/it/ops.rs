@@ -135,3 +135,60 @@ fn conv_and_pool_gradients_match_finite_differences() {
             .unwrap()
     });
 }
+
+/// One optimizer step on f(p) = sum(p * c), whose gradient is c, against
+/// the update rules written out by hand.
+#[test]
+fn optimizer_steps_follow_their_update_rules() {
+    use mlci_core::{OptimizerKind, TrainingConfig};
+    use mlci_train::optim::Optimizer;
+    let p0 = [0.5f32, -1.0, 2.0];
+    let c = [0.1f32, -0.2, 0.3];
+    let (lr, mu, wd) = (0.1f32, 0.9f32, 0.01f32);
+    for kind in OptimizerKind::ALL {
+        let cfg = TrainingConfig {
+            optimizer: kind,
+            learning_rate: f64::from(lr),
+            momentum: f64::from(mu),
+            weight_decay: f64::from(wd),
+            ..TrainingConfig::default()
+        };
+        let var = Var::from_slice(&p0, 3, &candle_core::Device::Cpu).unwrap();
+        let mut opt = Optimizer::new(&cfg, vec![("p".into(), var.clone())]);
+        let ct = Tensor::from_slice(&c, 3, &candle_core::Device::Cpu).unwrap();
+        for _ in 0..2 {
+            let grads = (var.as_tensor() * &ct).unwrap().sum_all().unwrap().backward().unwrap();
+            opt.step(&grads).unwrap();
+        }
+        // The same two steps by hand.
+        let mut expected = p0;
+        for i in 0..3 {
+            let (mut m, mut v, mut p) = (0f32, 0f32, p0[i]);
+            for t in 1..=2 {
+                let g = if kind == OptimizerKind::AdamW { c[i] } else { c[i] + wd * p };
+                match kind {
+                    OptimizerKind::Adam | OptimizerKind::AdamW => {
+                        m = 0.9 * m + 0.1 * g;
+                        v = 0.999 * v + 0.001 * g * g;
+                        let (mh, vh) = (m / (1.0 - 0.9f32.powi(t)), v / (1.0 - 0.999f32.powi(t)));
+                        if kind == OptimizerKind::AdamW {
+                            p -= lr * wd * p;
+                        }
+                        p -= lr * mh / (vh.sqrt() + 1e-7);
+                    }
+                    OptimizerKind::RmsProp => {
+                        v = 0.9 * v + 0.1 * g * g;
+                        p -= lr * g / (v.sqrt() + 1e-7);
+                    }
+                    OptimizerKind::Sgd => {
+                        m = mu * m + g;
+                        p -= lr * m;
+                    }
+                }
+            }
+            expected[i] = p;
+        }
+        let got = values(var.as_tensor());
+        assert!(max_rel_diff(&got, &expected) < 1e-5, "{kind:?}: {got:?} vs {expected:?}");
+    }
+}
