@@ -38,6 +38,17 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
 
+/// Run `f` on a tensor's f32 values without copying them when the tensor
+/// is contiguous (the usual case for gradients and op outputs).
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, "tensor")?)),
+        _ => candle_core::bail!("mlci ops run on the CPU only"),
+    }
+}
+
 fn gemm_threads() -> gemm::Parallelism {
     match rayon::current_num_threads() {
         1 => gemm::Parallelism::None,
@@ -111,24 +122,31 @@ impl ConvGeom {
         self.ho * self.wo
     }
 
-    /// Fill one sample's im2col block (`ho*wo` rows of `kk` values).
+    /// Fill one sample's im2col block (`ho*wo` rows of `kk` values). In NHWC
+    /// one kernel row is `k * c` contiguous input values, so each is one copy
+    /// (clipped at the padded borders).
     fn im2col_sample(&self, x: &[f32], col: &mut [f32]) {
-        let (k, c, kk) = (self.k, self.c, self.kk());
+        let (k, c, kk, pad) = (self.k, self.c, self.kk(), self.pad as isize);
         for oy in 0..self.ho {
             for ox in 0..self.wo {
                 let row = &mut col[(oy * self.wo + ox) * kk..][..kk];
+                // Input columns [ix0, ix1) of this window that are inside the image.
+                let left = ox as isize - pad;
+                let ix0 = left.max(0) as usize;
+                let ix1 = ((left + k as isize).min(self.w as isize)).max(0) as usize;
                 for ky in 0..k {
-                    let iy = (oy + ky) as isize - self.pad as isize;
-                    for kx in 0..k {
-                        let ix = (ox + kx) as isize - self.pad as isize;
-                        let dst = &mut row[(ky * k + kx) * c..][..c];
-                        if iy < 0 || ix < 0 || iy >= self.h as isize || ix >= self.w as isize {
-                            dst.fill(0.0);
-                        } else {
-                            let src = (iy as usize * self.w + ix as usize) * c;
-                            dst.copy_from_slice(&x[src..src + c]);
-                        }
+                    let dst = &mut row[ky * k * c..][..k * c];
+                    let iy = (oy + ky) as isize - pad;
+                    if iy < 0 || iy >= self.h as isize || ix1 <= ix0 {
+                        dst.fill(0.0);
+                        continue;
                     }
+                    let skip = ((ix0 as isize - left) as usize) * c;
+                    let len = (ix1 - ix0) * c;
+                    dst[..skip].fill(0.0);
+                    let src = (iy as usize * self.w + ix0) * c;
+                    dst[skip..skip + len].copy_from_slice(&x[src..src + len]);
+                    dst[skip + len..].fill(0.0);
                 }
             }
         }
@@ -288,15 +306,18 @@ impl CustomOp3 for Conv2d {
             }
         };
         // Gradient through the (fused) ReLU.
-        let mut dz = to_vec(grad)?;
-        if self.relu {
-            let out = to_vec(res)?;
-            dz.par_iter_mut().zip(out.par_iter()).for_each(|(d, o)| {
-                if *o <= 0.0 {
-                    *d = 0.0
-                }
-            });
-        }
+        let dz: Vec<f32> = if self.relu {
+            with_values(grad, |g| {
+                with_values(res, |out| {
+                    g.par_iter()
+                        .zip(out.par_iter())
+                        .map(|(g, o)| if *o > 0.0 { *g } else { 0.0 })
+                        .collect()
+                })
+            })??
+        } else {
+            to_vec(grad)?
+        };
         // Weight and bias gradients: partial sums over fixed row chunks,
         // added in chunk order.
         let chunk_rows = m.div_ceil(REDUCE_CHUNKS).max(1);
@@ -432,24 +453,25 @@ impl CustomOp1 for MaxPool2 {
         let Some(argmax) = cached.as_ref() else {
             candle_core::bail!("maxpool2 bwd: no forward pass recorded")
         };
-        let g = to_vec(grad)?;
         let per_out = ho * wo * c;
         let mut dx = vec![0f32; n * h * w * c];
-        dx.par_chunks_mut(h * w * c)
-            .zip(g.par_chunks(per_out))
-            .zip(argmax.par_chunks(per_out))
-            .for_each(|((dx, g), arg)| {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let o = (oy * wo + ox) * c;
-                        for ch in 0..c {
-                            let t = arg[o + ch] as usize;
-                            let (dy, ddx) = (t / 2, t % 2);
-                            dx[((2 * oy + dy) * w + 2 * ox + ddx) * c + ch] += g[o + ch];
+        with_values(grad, |g| {
+            dx.par_chunks_mut(h * w * c)
+                .zip(g.par_chunks(per_out))
+                .zip(argmax.par_chunks(per_out))
+                .for_each(|((dx, g), arg)| {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let o = (oy * wo + ox) * c;
+                            for ch in 0..c {
+                                let t = arg[o + ch] as usize;
+                                let (dy, ddx) = (t / 2, t % 2);
+                                dx[((2 * oy + dy) * w + 2 * ox + ddx) * c + ch] += g[o + ch];
+                            }
                         }
                     }
-                }
-            });
+                })
+        })?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }

