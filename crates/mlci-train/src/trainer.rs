@@ -194,6 +194,12 @@ pub fn train(
             observer.batch_done(b + 1, loss);
         }
         let (val_loss, val_accuracy) = evaluate(&model, &data.validation)?;
+        if !val_loss.is_finite() {
+            return Err(TrainError::Diverged {
+                epoch,
+                loss: val_loss,
+            });
+        }
         let seconds = started.elapsed().as_secs_f64() + std::mem::take(&mut extra_seconds);
         let metrics = EpochMetrics {
             epoch,

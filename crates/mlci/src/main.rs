@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             let bad_input = err
                 .downcast_ref::<TrainError>()
                 .is_some_and(TrainError::is_bad_input)
+                || err.downcast_ref::<mlci_core::SpecError>().is_some()
                 || err.downcast_ref::<BadInput>().is_some();
             tracing::error!("{err:#}");
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILURE })
