@@ -17,6 +17,56 @@ const BETA2: f32 = 0.999;
 const RHO: f32 = 0.9;
 const EPS: f32 = 1e-7;
 
+/// One update rule with its hyperparameters for the current step.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    kind: OptimizerKind,
+    lr: f32,
+    wd: f32,
+    mu: f32,
+    bias1: f32,
+    bias2: f32,
+}
+
+impl Rule {
+    /// Update parameters `p` from gradients `g`, with first moments (or
+    /// velocity) `m` and second moments `v` (empty for SGD).
+    fn apply(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        let Rule {
+            kind,
+            lr,
+            wd,
+            mu,
+            bias1,
+            bias2,
+        } = *self;
+        for i in 0..p.len() {
+            let mut gi = g[i];
+            if wd > 0.0 && kind != OptimizerKind::AdamW {
+                gi += wd * p[i]; // L2 penalty
+            }
+            match kind {
+                OptimizerKind::Adam | OptimizerKind::AdamW => {
+                    m[i] = BETA1 * m[i] + (1.0 - BETA1) * gi;
+                    v[i] = BETA2 * v[i] + (1.0 - BETA2) * gi * gi;
+                    if kind == OptimizerKind::AdamW {
+                        p[i] -= lr * wd * p[i]; // decoupled weight decay
+                    }
+                    p[i] -= lr * (m[i] / bias1) / ((v[i] / bias2).sqrt() + EPS);
+                }
+                OptimizerKind::RmsProp => {
+                    v[i] = RHO * v[i] + (1.0 - RHO) * gi * gi;
+                    p[i] -= lr * gi / (v[i].sqrt() + EPS);
+                }
+                OptimizerKind::Sgd => {
+                    m[i] = mu * m[i] + gi;
+                    p[i] -= lr * m[i];
+                }
+            }
+        }
+    }
+}
+
 /// An optimizer over a fixed, named set of parameters.
 #[derive(Debug)]
 pub struct Optimizer {
@@ -71,47 +121,25 @@ impl Optimizer {
             let mut p = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
             let [m, v] = self.state.get_mut(name).expect("state for every var");
             const CHUNK: usize = 1 << 14;
-            let update = |(((p, g), m), v): (((&mut [f32], &[f32]), &mut [f32]), &mut [f32])| {
-                for i in 0..p.len() {
-                    let mut gi = g[i];
-                    if wd > 0.0 && kind != OptimizerKind::AdamW {
-                        gi += wd * p[i]; // L2 penalty
-                    }
-                    match kind {
-                        OptimizerKind::Adam | OptimizerKind::AdamW => {
-                            m[i] = BETA1 * m[i] + (1.0 - BETA1) * gi;
-                            v[i] = BETA2 * v[i] + (1.0 - BETA2) * gi * gi;
-                            let m_hat = m[i] / bias1;
-                            let v_hat = v[i] / bias2;
-                            if kind == OptimizerKind::AdamW {
-                                p[i] -= lr * wd * p[i];
-                            }
-                            p[i] -= lr * m_hat / (v_hat.sqrt() + EPS);
-                        }
-                        OptimizerKind::RmsProp => {
-                            v[i] = RHO * v[i] + (1.0 - RHO) * gi * gi;
-                            p[i] -= lr * gi / (v[i].sqrt() + EPS);
-                        }
-                        OptimizerKind::Sgd => {
-                            m[i] = mu * m[i] + gi;
-                            p[i] -= lr * m[i];
-                        }
-                    }
-                }
+            let rule = Rule {
+                kind,
+                lr,
+                wd,
+                mu,
+                bias1,
+                bias2,
             };
             if v.is_empty() {
-                let mut dummy = vec![0f32; p.len()];
+                // SGD keeps no second moment.
                 p.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
                     .zip(m.par_chunks_mut(CHUNK))
-                    .zip(dummy.par_chunks_mut(CHUNK))
-                    .for_each(update);
+                    .for_each(|((p, g), m)| rule.apply(p, g, m, &mut []));
             } else {
                 p.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
-                    .zip(m.par_chunks_mut(CHUNK))
-                    .zip(v.par_chunks_mut(CHUNK))
-                    .for_each(update);
+                    .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+                    .for_each(|((p, g), (m, v))| rule.apply(p, g, m, v));
             }
             var.set(&Tensor::from_vec(p, var.shape(), var.device())?)?;
         }
