@@ -1,18 +1,34 @@
 //! `mlci-core`: the domain at the centre of mlci.
 //!
-//! Model specs, hyperparameters, epoch metrics and training outcomes, with
-//! their validation. **Invariant:** this crate does no IO (no files, network,
-//! clocks or environment), so everything in it is deterministic and can only
-//! fail through its return values. Adapters (`mlci-train`, …) depend on it,
-//! never the other way round.
+//! Model specs, hyperparameters, epoch metrics and training outcomes;
+//! experiment specs, trials and their records; and the traits adapters
+//! implement ([`Executor`], [`Store`]). **Invariant:** this crate does no IO
+//! (no files, network, clocks or environment), so everything in it is
+//! deterministic and can only fail through its return values. Adapters
+//! (`mlci-train`, `mlci-tune`, `mlci-store`, …) depend on it, never the other
+//! way round.
 
 mod error;
+mod experiment;
 mod metrics;
+mod params;
+mod ports;
 mod spec;
+mod trial;
 
 pub use error::SpecError;
+pub use experiment::{
+    Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
+    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, TrialTemplate,
+};
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
+pub use params::{apply_params, describe, MODEL_KEYS};
+pub use ports::{Control, Executor, Store, StoreError, TrialOutput, TrialRequest, TrialWork};
 pub use spec::{
     limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, ModelSpec, Monitor,
     OptimizerKind, Padding, TrainingConfig,
+};
+pub use trial::{
+    Event, ExperimentRecord, ExperimentState, Failure, FailureKind, Provenance, StepMetrics, TrialRecord,
+    TrialState,
 };

@@ -1,0 +1,547 @@
+//! Experiments: what to tune, how, and within which budget (Katib-like).
+//!
+//! An [`ExperimentSpec`] is parsed from YAML or JSON (unknown fields are
+//! errors) and checked by [`ExperimentSpec::validate`], which names the field
+//! at fault. Trials and their outcomes are [`crate::TrialRecord`]s.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ModelSpec, SpecError};
+
+/// A hyperparameter value. Untagged: `true`, `3`, `0.5`, `"adam"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl ParamValue {
+    /// The value as a number, if it is one (`Bool` is 0 or 1).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ParamValue::Bool(b) => Some(f64::from(u8::from(*b))),
+            ParamValue::Int(i) => Some(*i as f64),
+            ParamValue::Float(f) => Some(*f),
+            ParamValue::Text(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Bool(b) => write!(f, "{b}"),
+            ParamValue::Int(i) => write!(f, "{i}"),
+            ParamValue::Float(x) => write!(f, "{x}"),
+            ParamValue::Text(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One trial's hyperparameters, by search-space key.
+pub type Params = BTreeMap<String, ParamValue>;
+
+/// Activate a parameter only when another parameter takes one of `values`
+/// (e.g. `momentum` only when `training.optimizer` is `sgd`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    pub param: String,
+    pub values: Vec<ParamValue>,
+}
+
+/// The range of one hyperparameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ParamSpec {
+    /// Integers in `[min, max]`, optionally on a `step` grid or a log scale.
+    Int {
+        min: i64,
+        max: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<i64>,
+        #[serde(default)]
+        log: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        when: Option<Condition>,
+    },
+    /// Reals in `[min, max]`, optionally on a log scale.
+    Float {
+        min: f64,
+        max: f64,
+        #[serde(default)]
+        log: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        when: Option<Condition>,
+    },
+    /// One of `values`.
+    Categorical {
+        values: Vec<ParamValue>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        when: Option<Condition>,
+    },
+}
+
+impl ParamSpec {
+    pub fn condition(&self) -> Option<&Condition> {
+        match self {
+            ParamSpec::Int { when, .. }
+            | ParamSpec::Float { when, .. }
+            | ParamSpec::Categorical { when, .. } => when.as_ref(),
+        }
+    }
+
+    /// Whether `value` lies in this range.
+    pub fn contains(&self, value: &ParamValue) -> bool {
+        match (self, value) {
+            (ParamSpec::Int { min, max, step, .. }, ParamValue::Int(v)) => {
+                (min..=max).contains(&v) && step.is_none_or(|s| (v - min) % s == 0)
+            }
+            (ParamSpec::Float { min, max, .. }, v) => v.as_f64().is_some_and(|v| (*min..=*max).contains(&v)),
+            (ParamSpec::Categorical { values, .. }, v) => values.contains(v),
+            _ => false,
+        }
+    }
+}
+
+/// The search space: parameter key to range. Keys of model trials are the
+/// paths of [`crate::apply_params`]; command trials may use any name.
+pub type SearchSpace = BTreeMap<String, ParamSpec>;
+
+/// Whether the objective metric should go up or down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    #[default]
+    Maximize,
+    Minimize,
+}
+
+impl Direction {
+    /// True when `a` is strictly better than `b`.
+    pub fn better(self, a: f64, b: f64) -> bool {
+        match self {
+            Direction::Maximize => a > b,
+            Direction::Minimize => a < b,
+        }
+    }
+
+    /// True when `value` meets `goal`.
+    pub fn meets(self, value: f64, goal: f64) -> bool {
+        match self {
+            Direction::Maximize => value >= goal,
+            Direction::Minimize => value <= goal,
+        }
+    }
+}
+
+/// Which trial to prefer once the goal is met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prefer {
+    /// The best objective value.
+    #[default]
+    Best,
+    /// Of the trials meeting the goal, the one with the fewest parameters.
+    FewestParams,
+    /// Of the trials meeting the goal, the fastest to train.
+    FewestSeconds,
+}
+
+/// What the experiment optimises.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    #[serde(default = "defaults::metric")]
+    pub metric: String,
+    #[serde(default)]
+    pub direction: Direction,
+    /// Stop as soon as a trial reaches this value. `null` to run the whole budget.
+    #[serde(default = "defaults::goal")]
+    pub goal: Option<f64>,
+    #[serde(default)]
+    pub prefer: Prefer,
+}
+
+impl Default for Objective {
+    fn default() -> Self {
+        Self {
+            metric: defaults::metric(),
+            direction: Direction::Maximize,
+            goal: defaults::goal(),
+            prefer: Prefer::Best,
+        }
+    }
+}
+
+/// The search algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// Every combination, floats at `grid_points` points.
+    Grid,
+    /// Independent uniform (or log-uniform) draws.
+    Random,
+    /// Tree-structured Parzen estimator (as in Optuna).
+    #[default]
+    Tpe,
+    /// Rule-based growth of the user's model: add blocks, filters, epochs
+    /// while below the goal, keeping a change only if it helped.
+    Grow,
+}
+
+/// Algorithm and its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlgorithmSpec {
+    #[serde(default)]
+    pub name: Algorithm,
+    /// TPE: random trials before the model kicks in.
+    #[serde(default = "defaults::startup")]
+    pub n_startup_trials: usize,
+    /// TPE: candidates drawn from the good density per suggestion.
+    #[serde(default = "defaults::ei_candidates")]
+    pub n_ei_candidates: usize,
+    /// Grid: points per float (and wide int) range.
+    #[serde(default = "defaults::grid_points")]
+    pub grid_points: usize,
+}
+
+impl Default for AlgorithmSpec {
+    fn default() -> Self {
+        Self {
+            name: Algorithm::default(),
+            n_startup_trials: defaults::startup(),
+            n_ei_candidates: defaults::ei_candidates(),
+            grid_points: defaults::grid_points(),
+        }
+    }
+}
+
+/// Early stopping of bad trials while they train.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "lowercase", deny_unknown_fields)]
+pub enum PrunerSpec {
+    /// Stop a trial whose best value so far is worse than the median of
+    /// other trials at the same epoch.
+    Median {
+        #[serde(default = "defaults::one")]
+        warmup_epochs: usize,
+        #[serde(default = "defaults::min_trials")]
+        min_trials: usize,
+    },
+    /// Asynchronous successive halving: at rungs `min_epochs * eta^k`, keep
+    /// only the top `1/eta` of the trials that reached the rung.
+    Asha {
+        #[serde(default = "defaults::one")]
+        min_epochs: usize,
+        #[serde(default = "defaults::eta")]
+        reduction_factor: usize,
+    },
+}
+
+/// Limits of the search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default = "defaults::max_trials")]
+    pub max_trials: usize,
+    /// Failed trials (after retries) before the experiment gives up.
+    #[serde(default = "defaults::max_failed")]
+    pub max_failed_trials: usize,
+    #[serde(default = "defaults::one")]
+    pub parallel_trials: usize,
+    /// Wall time of the whole experiment, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wall_seconds: Option<f64>,
+    /// Retries of one trial that failed in a way a retry can fix.
+    #[serde(default = "defaults::one")]
+    pub max_retries: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            max_trials: defaults::max_trials(),
+            max_failed_trials: defaults::max_failed(),
+            parallel_trials: 1,
+            max_wall_seconds: None,
+            max_retries: 1,
+        }
+    }
+}
+
+/// Where trials run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// mlci's candle trainer in this process, on blocking threads.
+    #[default]
+    InProcess,
+    /// Any command; metrics collected from its stdout.
+    Subprocess,
+    /// A container per trial (mlci-containers).
+    Container,
+}
+
+/// What one trial runs: an mlci model spec with the parameters applied, or
+/// a command with `${trialParameters.NAME}` placeholders (Katib's syntax).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TrialTemplate {
+    #[serde(default)]
+    pub executor: ExecutorKind,
+    /// The base model (in-process and container trials). Default: mlci's default spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelSpec>,
+    /// The command of subprocess trials, as argv.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Seconds before a trial is killed and counted as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// The images trials train on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_split: Option<f64>,
+}
+
+/// A tuning experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    pub name: String,
+    #[serde(default)]
+    pub objective: Objective,
+    #[serde(default)]
+    pub search_space: SearchSpace,
+    #[serde(default)]
+    pub algorithm: AlgorithmSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub early_stopping: Option<PrunerSpec>,
+    #[serde(default)]
+    pub budget: Budget,
+    #[serde(default)]
+    pub trial: TrialTemplate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetSpec>,
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+}
+
+mod defaults {
+    pub fn metric() -> String {
+        "val_accuracy".into()
+    }
+    pub fn goal() -> Option<f64> {
+        Some(0.80)
+    }
+    pub fn startup() -> usize {
+        10
+    }
+    pub fn ei_candidates() -> usize {
+        24
+    }
+    pub fn grid_points() -> usize {
+        3
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn min_trials() -> usize {
+        3
+    }
+    pub fn eta() -> usize {
+        3
+    }
+    pub fn max_trials() -> usize {
+        20
+    }
+    pub fn max_failed() -> usize {
+        3
+    }
+    pub fn seed() -> u64 {
+        42
+    }
+}
+
+impl ExperimentSpec {
+    /// Parse YAML (a superset of JSON); unknown fields are errors naming them.
+    pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
+        let spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::parse(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// The base model of model trials.
+    pub fn base_model(&self) -> ModelSpec {
+        self.trial.model.clone().unwrap_or_default()
+    }
+
+    /// Check ranges, budgets and that every key can be applied.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() {
+            return Err(SpecError::new("name", "must not be empty"));
+        }
+        if self.objective.metric.trim().is_empty() {
+            return Err(SpecError::new("objective.metric", "must not be empty"));
+        }
+        if let Some(goal) = self.objective.goal {
+            if !goal.is_finite() {
+                return Err(SpecError::new("objective.goal", "must be a finite number"));
+            }
+        }
+        let b = &self.budget;
+        if b.max_trials == 0 || b.max_trials > 100_000 {
+            return Err(SpecError::new(
+                "budget.max_trials",
+                format!("must be in 1..=100000, got {}", b.max_trials),
+            ));
+        }
+        if b.parallel_trials == 0 || b.parallel_trials > 64 {
+            return Err(SpecError::new(
+                "budget.parallel_trials",
+                format!("must be in 1..=64, got {}", b.parallel_trials),
+            ));
+        }
+        if let Some(w) = b.max_wall_seconds {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(SpecError::new(
+                    "budget.max_wall_seconds",
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        if let Some(t) = self.trial.timeout_seconds {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(SpecError::new(
+                    "trial.timeout_seconds",
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+        match self.algorithm.name {
+            Algorithm::Grow => {}
+            _ if self.search_space.is_empty() => {
+                return Err(SpecError::new(
+                    "search_space",
+                    "needs at least one parameter (or use algorithm grow)",
+                ));
+            }
+            _ => {}
+        }
+        if self.algorithm.grid_points < 2 {
+            return Err(SpecError::new("algorithm.grid_points", "must be at least 2"));
+        }
+        if self.algorithm.n_ei_candidates == 0 {
+            return Err(SpecError::new("algorithm.n_ei_candidates", "must be at least 1"));
+        }
+        match self.early_stopping {
+            Some(PrunerSpec::Asha {
+                reduction_factor,
+                min_epochs,
+            }) => {
+                if reduction_factor < 2 {
+                    return Err(SpecError::new(
+                        "early_stopping.reduction_factor",
+                        "must be at least 2",
+                    ));
+                }
+                if min_epochs == 0 {
+                    return Err(SpecError::new("early_stopping.min_epochs", "must be at least 1"));
+                }
+            }
+            Some(PrunerSpec::Median { min_trials, .. }) if min_trials == 0 => {
+                return Err(SpecError::new("early_stopping.min_trials", "must be at least 1"));
+            }
+            _ => {}
+        }
+        for (key, p) in &self.search_space {
+            let field = |f: &str| format!("search_space.{key}.{f}");
+            match p {
+                ParamSpec::Int {
+                    min, max, step, log, ..
+                } => {
+                    if min > max {
+                        return Err(SpecError::new(
+                            field("max"),
+                            format!("min {min} is above max {max}"),
+                        ));
+                    }
+                    if *log && *min <= 0 {
+                        return Err(SpecError::new(field("min"), "a log scale needs min > 0"));
+                    }
+                    if step.is_some_and(|s| s <= 0) {
+                        return Err(SpecError::new(field("step"), "must be positive"));
+                    }
+                }
+                ParamSpec::Float { min, max, log, .. } => {
+                    if !(min.is_finite() && max.is_finite()) || min > max {
+                        return Err(SpecError::new(
+                            field("max"),
+                            format!("need finite min <= max, got {min}..{max}"),
+                        ));
+                    }
+                    if *log && *min <= 0.0 {
+                        return Err(SpecError::new(field("min"), "a log scale needs min > 0"));
+                    }
+                }
+                ParamSpec::Categorical { values, .. } => {
+                    if values.is_empty() {
+                        return Err(SpecError::new(field("values"), "needs at least one value"));
+                    }
+                }
+            }
+            if let Some(cond) = p.condition() {
+                if cond.param == *key || !self.search_space.contains_key(&cond.param) {
+                    return Err(SpecError::new(
+                        field("when.param"),
+                        format!("`{}` is not another parameter of the search space", cond.param),
+                    ));
+                }
+            }
+        }
+        match self.trial.executor {
+            ExecutorKind::Subprocess => {
+                if self.trial.command.as_ref().is_none_or(|c| c.is_empty()) {
+                    return Err(SpecError::new(
+                        "trial.command",
+                        "a subprocess trial needs a command",
+                    ));
+                }
+            }
+            ExecutorKind::InProcess | ExecutorKind::Container => {
+                if self.trial.command.is_some() && self.trial.executor == ExecutorKind::InProcess {
+                    return Err(SpecError::new(
+                        "trial.command",
+                        "in_process trials train the model spec; set executor: subprocess to run a command",
+                    ));
+                }
+                let base = self.base_model();
+                base.architecture(2)
+                    .map_err(|e| SpecError::new(format!("trial.model.{}", e.field), e.message))?;
+                // Every key must apply to the model (values at the lower end of each range).
+                for (key, p) in &self.search_space {
+                    let sample = match p {
+                        ParamSpec::Int { min, .. } => ParamValue::Int(*min),
+                        ParamSpec::Float { min, .. } => ParamValue::Float(*min),
+                        ParamSpec::Categorical { values, .. } => values[0].clone(),
+                    };
+                    let one = Params::from([(key.clone(), sample)]);
+                    crate::apply_params(&base, &one)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! mlci-notify (being written).

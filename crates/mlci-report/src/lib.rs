@@ -1,0 +1,1 @@
+//! mlci-report (being written).

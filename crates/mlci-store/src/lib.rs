@@ -1,0 +1,1 @@
+//! mlci-store (being written).

@@ -1,0 +1,4 @@
+//! `mlci-tune`: hyperparameter search.
+
+pub mod pruner;
+pub mod sampler;

@@ -1,0 +1,1 @@
+//! Pruners (being written).
