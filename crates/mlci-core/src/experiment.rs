@@ -461,7 +461,7 @@ impl ExperimentSpec {
                     return Err(SpecError::new("early_stopping.min_epochs", "must be at least 1"));
                 }
             }
-            Some(PrunerSpec::Median { min_trials, .. }) if min_trials == 0 => {
+            Some(PrunerSpec::Median { min_trials: 0, .. }) => {
                 return Err(SpecError::new("early_stopping.min_trials", "must be at least 1"));
             }
             _ => {}
