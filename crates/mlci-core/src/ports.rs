@@ -64,7 +64,7 @@ pub trait Executor: Send + Sync {
     fn run(
         &self,
         request: &TrialRequest,
-        on_step: &mut dyn FnMut(&StepMetrics) -> Control,
+        on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure>;
 }
 

@@ -156,6 +156,28 @@ impl Dataset {
     }
 }
 
+/// A fingerprint of the image files of `source`: their count and a SHA-256
+/// over their relative paths and sizes (`files=6000 sha256=ab12…`). Cheap
+/// (no image is read) and changes when a file is added, removed, renamed
+/// or rewritten with another size.
+pub fn fingerprint(source: &DataSource) -> Result<String, DataError> {
+    use sha2::{Digest, Sha256};
+    let listing = list(source)?;
+    let mut hasher = Sha256::new();
+    let mut count = 0usize;
+    for (path, _) in listing.train.iter().chain(&listing.validation) {
+        let rel = path.strip_prefix(&source.dir).unwrap_or(path);
+        let size = std::fs::metadata(path).map_err(|e| DataError::Io { path: path.clone(), source: e })?.len();
+        hasher.update(rel.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(size.to_le_bytes());
+        count += 1;
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("files={count} sha256={hex}"))
+}
+
 /// Decode an image file and resize it to `size` x `size` RGB bytes.
 pub fn decode_resized(path: &Path, size: usize) -> Result<Vec<u8>, String> {
     let img = image::ImageReader::open(path)

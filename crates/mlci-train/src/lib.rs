@@ -15,6 +15,7 @@
 pub mod augment;
 pub mod data;
 mod error;
+mod executor;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -25,4 +26,6 @@ mod trainer;
 pub use data::{ClassCount, DataSource, Dataset, ImageSet, Skipped};
 pub use error::{DataError, TrainError};
 pub use predict::{Prediction, Predictor};
-pub use trainer::{evaluate, train, Control, Observer, Quiet, SavedModel, TrainOptions};
+pub use executor::InProcessExecutor;
+pub use mlci_core::Control;
+pub use trainer::{evaluate, train, Observer, Quiet, SavedModel, TrainOptions};

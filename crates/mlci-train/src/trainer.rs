@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use mlci_core::{Architecture, EpochMetrics, ModelSpec, Monitor, StopReason, TrainingOutcome};
+use mlci_core::{Architecture, Control, EpochMetrics, ModelSpec, Monitor, StopReason, TrainingOutcome};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -41,19 +41,12 @@ pub struct TrainOptions {
     pub include_load_seconds: bool,
 }
 
-/// What an observer tells the loop after an epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Continue,
-    /// Stop now (a pruner or a cancellation); the run ends as `Stopped`.
-    Stop,
-}
-
 /// Receives progress. All methods have no-op defaults.
 pub trait Observer {
     fn run_started(&mut self, _arch: &Architecture, _resumed_from: usize) {}
     fn epoch_started(&mut self, _epoch: usize, _epochs: usize, _batches: usize) {}
     fn batch_done(&mut self, _batch: usize, _loss: f64) {}
+    /// [`Control::Stop`] ends the run after this epoch as `Stopped`.
     fn epoch_done(&mut self, _metrics: &EpochMetrics) -> Control {
         Control::Continue
     }

@@ -13,13 +13,22 @@ use mlci_core::OptimizerKind;
     about = "Machine-learning training and tuning for Jenkins pipelines"
 )]
 pub struct Cli {
-    /// Folder for everything mlci keeps (demo data, runs). Default: the platform's data folder.
-    #[arg(long, global = true, env = "MLCI_DATA_DIR", value_name = "DIR")]
+    /// Folder for everything mlci keeps (database, experiments, outbox, demo data).
+    /// Default: the platform's data folder. Env: MLCI_DATA_DIR.
+    #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Worker threads for decoding and training (default: all cores).
-    #[arg(long, global = true, env = "MLCI_THREADS", value_name = "N")]
+    /// Worker threads for decoding and training (default: all cores). Env: MLCI_THREADS.
+    #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Configuration file (TOML). Env: MLCI_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// SQLite database of experiments (default: <data-dir>/mlci.db). Env: MLCI_DB.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub db: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -35,6 +44,53 @@ pub enum Command {
     Demo(DemoArgs),
     /// Validate a model spec and print its layers and parameter count.
     Inspect(InspectArgs),
+    /// Tune hyperparameters until the goal is met or the budget is spent.
+    /// Exit 0 goal met, 3 budget spent without it, 2 bad input, 1 failure.
+    Tune(TuneArgs),
+    /// List and show experiments.
+    #[command(subcommand)]
+    Experiments(ExperimentsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TuneArgs {
+    /// Experiment spec (YAML or JSON). See examples/experiment.yaml.
+    #[arg(value_name = "SPEC")]
+    pub spec: Option<PathBuf>,
+    /// Continue experiment ID after a crash or kill; with SPEC and no ID, the
+    /// latest unfinished experiment of that name.
+    #[arg(long, value_name = "ID", num_args = 0..=1)]
+    pub resume: Option<Option<String>>,
+    /// Train on this image folder (overrides the spec's dataset.path).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Write report.html, report.css, junit.xml and trials.csv here
+    /// (default: <data-dir>/experiments/<id>/report).
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Commit of the model repository, for provenance (default: $GIT_COMMIT, as Jenkins sets it).
+    #[arg(long, value_name = "SHA")]
+    pub git_commit: Option<String>,
+    /// Do not send or write the result mail.
+    #[arg(long)]
+    pub no_mail: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExperimentsCommand {
+    /// All experiments, newest first.
+    List {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One experiment with its trials.
+    Show {
+        id: String,
+        /// The experiment, trials and events as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -95,14 +151,15 @@ pub struct PredictArgs {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Train on this image folder instead of generated images.
+    /// Tune on this image folder instead of generated images.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Output folder (default: <data-dir>/demo/run).
+    /// Experiment spec to run instead of the built-in demo experiment.
+    #[arg(long, value_name = "FILE")]
+    pub experiment: Option<PathBuf>,
+    /// Write the report here (default: <data-dir>/experiments/<id>/report).
     #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub spec: SpecArgs,
+    pub report_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

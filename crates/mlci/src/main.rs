@@ -3,10 +3,13 @@
 //! (0 success, 1 the run failed, 2 bad input or usage).
 
 mod cli;
+mod config;
+mod mail;
 mod progress;
+mod tune;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -14,7 +17,8 @@ use clap::Parser;
 use mlci_core::{EarlyStopping, ModelSpec, Monitor};
 use mlci_train::{synth, DataSource, Dataset, Predictor, TrainError, TrainOptions};
 
-use cli::{Cli, Command, DemoArgs, InspectArgs, PredictArgs, SpecArgs, TrainArgs};
+use cli::{Cli, Command, DemoArgs, InspectArgs, PredictArgs, SpecArgs, TrainArgs, TuneArgs};
+use config::Config;
 use progress::{emit, Progress};
 
 #[global_allocator]
@@ -23,21 +27,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// candle's spin limit for its worker pool (read by candle itself).
 const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
-const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_FAILURE: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     init_logging();
-    let result = init_threads(cli.threads).and_then(|()| run(cli));
+    let result = Config::load(cli.config.as_deref(), cli.data_dir.clone(), cli.threads, cli.db.clone())
+        .map_err(anyhow::Error::from)
+        .and_then(|cfg| init_threads(cfg.threads).map(|()| cfg))
+        .and_then(|cfg| run(cli.command, &cfg));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
             let bad_input = err
                 .downcast_ref::<TrainError>()
                 .is_some_and(TrainError::is_bad_input)
                 || err.downcast_ref::<mlci_core::SpecError>().is_some()
+                || err.downcast_ref::<config::ConfigError>().is_some()
                 || err.downcast_ref::<BadInput>().is_some();
             tracing::error!("{err:#}");
             ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILURE })
@@ -56,7 +64,7 @@ impl fmt::Display for BadInput {
 }
 impl std::error::Error for BadInput {}
 
-fn bad(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadInput(msg.into()).into()
 }
 
@@ -75,7 +83,7 @@ fn tune_allocator() {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("MLCI_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env(config::env::LOG).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -87,12 +95,7 @@ fn init_logging() {
 /// One explicit thread count for rayon (decoding, our kernels) and candle.
 /// candle re-reads `RAYON_NUM_THREADS` on every matmul when it is unset
 /// (parsing /proc/cpuinfo each time), so it is always set here.
-fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
-    let n = match threads {
-        Some(0) => return Err(bad("--threads must be at least 1")),
-        Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-    };
+fn init_threads(n: usize) -> anyhow::Result<()> {
     // Done before any thread is spawned.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     // candle's elementwise ops run on its own worker pool, whose threads spin
@@ -109,18 +112,14 @@ fn init_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let data_dir = match cli.data_dir {
-        Some(dir) => dir,
-        None => dirs::data_dir()
-            .map(|d| d.join("mlci"))
-            .ok_or_else(|| bad("no platform data folder; pass --data-dir or set MLCI_DATA_DIR"))?,
-    };
-    match cli.command {
-        Command::Train(args) => cmd_train(args),
-        Command::Predict(args) => cmd_predict(args),
-        Command::Demo(args) => cmd_demo(args, &data_dir),
-        Command::Inspect(args) => cmd_inspect(args),
+fn run(command: Command, cfg: &Config) -> anyhow::Result<u8> {
+    match command {
+        Command::Train(args) => cmd_train(args).map(|()| 0),
+        Command::Predict(args) => cmd_predict(args).map(|()| 0),
+        Command::Demo(args) => cmd_demo(args, cfg),
+        Command::Inspect(args) => cmd_inspect(args).map(|()| 0),
+        Command::Tune(args) => tune::cmd_tune(args, cfg),
+        Command::Experiments(cmd) => tune::cmd_experiments(cmd, cfg),
     }
 }
 
@@ -240,44 +239,57 @@ fn cmd_predict(args: PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's model: small enough to train in seconds on generated images.
-fn demo_spec() -> ModelSpec {
-    let text = include_str!("../../../examples/demo.json");
-    ModelSpec::from_json(text).expect("the embedded demo spec parses")
-}
-
-fn cmd_demo(args: DemoArgs, data_dir: &Path) -> anyhow::Result<()> {
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| data_dir.join("demo").join("run"));
-    let (data, spec) = match &args.data {
-        Some(dir) => (dir.clone(), build_spec(&args.spec, ModelSpec::default())?),
+/// The demo: tune a small CNN on generated images (or `--data`) until its
+/// goal, write the report and mail the result (to the outbox by default).
+fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<u8> {
+    let demo_dir = cfg.data_dir.join("demo");
+    let (text, data) = match (&args.experiment, &args.data) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
+            args.data.clone(),
+        ),
+        (None, Some(data)) => (include_str!("../../../examples/experiment.yaml").to_owned(), Some(data.clone())),
+        (None, None) => (include_str!("../../../examples/demo-experiment.yaml").to_owned(), None),
+    };
+    let mut spec = mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| bad(e.to_string()))?;
+    let data = match data {
+        Some(dir) => dir,
+        None if args.experiment.is_some() && spec.dataset.is_some() => {
+            PathBuf::from(&spec.dataset.as_ref().expect("checked").path)
+        }
         None => {
-            let spec = build_spec(&args.spec, demo_spec())?;
-            let dir = data_dir.join("demo").join(format!("stripes-{}", spec.input_size));
+            let size = spec.base_model().input_size;
+            let dir = demo_dir.join(format!("stripes-{size}"));
             if !dir.join("validation").is_dir() {
                 tracing::info!(dir = %dir.display(), "generating the demo dataset (horizontal vs vertical stripes)");
                 let tmp = dir.with_extension("partial");
                 let _ = std::fs::remove_dir_all(&tmp);
                 synth::generate(
                     &tmp,
-                    synth::SynthSpec {
-                        train_per_class: 600,
-                        validation_per_class: 200,
-                        size: spec.input_size as u32,
-                        seed: 7,
-                    },
+                    synth::SynthSpec { train_per_class: 600, validation_per_class: 200, size: size as u32, seed: 7 },
                 )?;
                 std::fs::rename(&tmp, &dir).with_context(|| format!("cannot create {}", dir.display()))?;
             }
-            (dir, spec)
+            dir
         }
     };
-    let dataset = load_data(&data, &spec, args.spec.val_split)?;
-    train_and_report(&spec, &dataset, &out, false)?;
-    emit_plain(&format!("model and metrics in {}", out.display()));
-    Ok(())
+    let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
+    spec.dataset = Some(mlci_core::DatasetSpec { path: data.display().to_string(), val_split });
+    std::fs::create_dir_all(&demo_dir).with_context(|| format!("cannot create {}", demo_dir.display()))?;
+    let spec_path = demo_dir.join("experiment.json");
+    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).expect("spec serialises"))
+        .with_context(|| format!("cannot write {}", spec_path.display()))?;
+    tune::cmd_tune(
+        TuneArgs {
+            spec: Some(spec_path),
+            resume: None,
+            data: None,
+            report_dir: args.report_dir,
+            git_commit: None,
+            no_mail: false,
+        },
+        cfg,
+    )
 }
 
 fn cmd_inspect(args: InspectArgs) -> anyhow::Result<()> {
@@ -303,6 +315,6 @@ fn cmd_inspect(args: InspectArgs) -> anyhow::Result<()> {
 }
 
 #[allow(clippy::print_stdout)]
-fn emit_plain(line: &str) {
+pub(crate) fn emit_plain(line: &str) {
     println!("{line}");
 }

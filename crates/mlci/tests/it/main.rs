@@ -1,6 +1,8 @@
 //! End-to-end tests of the `mlci` binary: exit codes, the output contract,
 //! kill-and-resume with a real SIGKILL, predict, and the demo.
 
+mod tune;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -298,15 +300,21 @@ fn predict_prints_class_and_probability_per_image() {
 }
 
 #[test]
-fn demo_generates_its_data_and_reaches_high_validation_accuracy() {
+fn demo_tunes_on_generated_data_until_its_goal_then_reports_and_mails() {
     let tmp = tempfile::tempdir().unwrap();
     let o = run(mlci(tmp.path()).arg("demo"));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let result = &events(&o, "result")[0];
-    let acc = result["val_accuracy"].as_f64().unwrap();
-    assert!(acc >= 0.9, "demo val_accuracy {acc}");
-    assert!(tmp.path().join("demo/run/model.safetensors").is_file());
+    assert_eq!(o.status.code(), Some(0), "the demo meets its goal: {}", stderr(&o));
+    let result = &events(&o, "experiment")[0];
+    assert_eq!(result["met"], true);
+    let acc = result["best_value"].as_f64().unwrap();
+    assert!(acc >= 0.95, "demo val_accuracy {acc}");
+    let report = Path::new(result["report"].as_str().unwrap());
+    assert!(report.is_file() && report.with_file_name("junit.xml").is_file());
     assert!(tmp.path().join("demo/stripes-32/validation/vertical").is_dir());
+    let mails: Vec<_> = std::fs::read_dir(tmp.path().join("outbox")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(mails.len(), 1);
+    let mail = std::fs::read_to_string(&mails[0]).unwrap();
+    assert!(mail.contains("Subject:") && mail.contains("goal met"), "{mail}");
 }
 
 #[test]

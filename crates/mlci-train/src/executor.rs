@@ -1,0 +1,118 @@
+//! The in-process trial executor: mlci's candle trainer on a rayon pool of
+//! the trial's own size, so parallel trials split the cores. Decoded
+//! datasets are cached across trials (one decode per input size).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use mlci_core::{
+    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest, TrialWork,
+};
+
+use crate::{train, DataSource, Dataset, Observer, TrainError, TrainOptions};
+
+type DataKey = (PathBuf, Option<u64>, usize, u64);
+
+/// Runs model trials in this process.
+#[derive(Default)]
+pub struct InProcessExecutor {
+    cache: Mutex<HashMap<DataKey, Arc<Dataset>>>,
+}
+
+impl std::fmt::Debug for InProcessExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessExecutor").finish_non_exhaustive()
+    }
+}
+
+impl InProcessExecutor {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The dataset at `size`, decoded once and shared by later trials.
+    pub fn dataset(&self, source: &DataSource, size: usize) -> Result<Arc<Dataset>, TrainError> {
+        let key = (source.dir.clone(), source.val_split.map(f64::to_bits), size, source.seed);
+        if let Some(d) = self.cache.lock().expect("dataset cache").get(&key) {
+            return Ok(d.clone());
+        }
+        let data = Arc::new(Dataset::load(source, size)?);
+        self.cache.lock().expect("dataset cache").insert(key, data.clone());
+        Ok(data)
+    }
+}
+
+struct StepObserver<'a> {
+    on_step: &'a mut (dyn FnMut(&StepMetrics) -> Control + Send),
+}
+
+impl Observer for StepObserver<'_> {
+    fn epoch_done(&mut self, m: &EpochMetrics) -> Control {
+        (self.on_step)(&StepMetrics::from(m))
+    }
+}
+
+/// Map a training error to the tuner's failure classes.
+fn classify(e: TrainError) -> Failure {
+    let kind = match &e {
+        // Deterministic: the same parameters would fail the same way again.
+        TrainError::Spec(_) | TrainError::Data(_) | TrainError::Diverged { .. } | TrainError::Resume { .. } => {
+            FailureKind::BadSpec
+        }
+        TrainError::Model { .. } | TrainError::Io { .. } | TrainError::Candle(_) => FailureKind::Crashed,
+    };
+    Failure::new(kind, e.to_string())
+}
+
+impl Executor for InProcessExecutor {
+    fn run(
+        &self,
+        req: &TrialRequest,
+        on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
+    ) -> Result<TrialOutput, Failure> {
+        let TrialWork::Model(spec) = &req.work else {
+            return Err(Failure::new(FailureKind::BadSpec, "the in-process executor runs model trials only"));
+        };
+        let Some((dir, val_split)) = req.dataset.clone() else {
+            return Err(Failure::new(FailureKind::BadSpec, "no dataset given for a model trial"));
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(req.threads.max(1))
+            .thread_name(move |i| format!("trial-{i}"))
+            .build()
+            .map_err(|e| Failure::new(FailureKind::Crashed, format!("cannot start a thread pool: {e}")))?;
+        let source = DataSource { dir, val_split, seed: spec.training.seed };
+        let opts = TrainOptions { out_dir: req.workdir.clone(), resume: req.resume, include_load_seconds: false };
+        let result = pool.install(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let data = self.dataset(&source, spec.input_size)?;
+                train(spec, &data, &opts, &mut StepObserver { on_step })
+            }))
+        });
+        let outcome = match result {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => return Err(classify(e)),
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(Failure::new(FailureKind::Crashed, format!("training panicked: {msg}")));
+            }
+        };
+        let b = &outcome.best;
+        Ok(TrialOutput {
+            steps: outcome.history.iter().map(StepMetrics::from).collect(),
+            final_values: [("val_accuracy", b.val_accuracy), ("val_loss", b.val_loss), ("accuracy", b.accuracy), ("loss", b.loss)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            param_count: Some(outcome.param_count),
+            stopped: outcome.stop_reason == mlci_core::StopReason::Stopped,
+            seconds: outcome.total_seconds,
+            image_digest: None,
+        })
+    }
+}

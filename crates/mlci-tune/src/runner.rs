@@ -1,0 +1,695 @@
+//! The experiment loop: suggest, run, prune, retry, stop at the goal or
+//! the budget, and persist every step so a killed process can resume.
+//!
+//! Resume contract: every trial is written to the store *before* it runs
+//! (as `pending`, then `running`), every step as it is reported, and every
+//! outcome when it is known. A process killed at any moment leaves trials
+//! that are finished (kept as they are), `running` (re-queued as `pending`
+//! and resumed from their own checkpoint by the executor) or `pending`. The
+//! sampler is a pure function of the stored history, so it suggests the
+//! same next trials after a resume. No trial number is ever run twice as a
+//! new trial, and finished trials are never re-run.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mlci_core::{
+    apply_params, Control, Direction, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec,
+    ExperimentState, Failure, FailureKind, Params, Prefer, Provenance, StepMetrics, Store, StoreError,
+    TrialRecord, TrialRequest, TrialState, TrialWork,
+};
+
+use crate::pruner::{pruner_for, Pruner};
+use crate::sampler::{sampler_for, Sampler};
+
+/// Why the loop could not run (as opposed to trials failing, which is an
+/// outcome recorded in the experiment).
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no experiment `{0}` in the store")]
+    NotFound(String),
+}
+
+/// How to run an experiment's trials.
+#[derive(Debug, Clone)]
+pub struct TuneOptions {
+    /// The experiment's folder; trial `n` works in `root/trials/<n>`.
+    pub root: PathBuf,
+    /// Cores to split between parallel trials.
+    pub threads: usize,
+    /// Dataset folder and validation split for model trials.
+    pub dataset: Option<(PathBuf, Option<f64>)>,
+    /// Provenance shared by every trial (commit, dataset fingerprint, version).
+    pub provenance: Provenance,
+    /// Set to stop gracefully: running trials are told to stop and go back
+    /// to `pending`, the experiment stays `running`, to be resumed.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+/// What the loop reports while it runs (for progress output).
+#[derive(Debug, Clone)]
+pub enum Progress {
+    Event(Event),
+    Step { trial: u32, step: StepMetrics },
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The objective value of a trial: the best value of `metric` over its
+/// steps, else its final value.
+pub fn objective_value(
+    spec: &ExperimentSpec,
+    steps: &[StepMetrics],
+    finals: &std::collections::BTreeMap<String, f64>,
+) -> Option<f64> {
+    let metric = &spec.objective.metric;
+    let dir = spec.objective.direction;
+    steps
+        .iter()
+        .filter_map(|s| s.values.get(metric).copied())
+        .filter(|v| v.is_finite())
+        .reduce(|a, b| if dir.better(b, a) { b } else { a })
+        .or_else(|| finals.get(metric).copied().filter(|v| v.is_finite()))
+}
+
+/// Substitute `${trialParameters.NAME}` and `${trialDir}` in a command.
+pub fn substitute(command: &[String], params: &Params, trial_dir: &std::path::Path) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| {
+            let mut out = arg.replace("${trialDir}", &trial_dir.display().to_string());
+            for (k, v) in params {
+                out = out.replace(&format!("${{trialParameters.{k}}}"), &v.to_string());
+            }
+            out
+        })
+        .collect()
+}
+
+struct Shared {
+    exp: ExperimentRecord,
+    trials: Vec<TrialRecord>,
+    sampler: Box<dyn Sampler>,
+    /// Trial numbers being run by a worker.
+    claimed: Vec<u32>,
+    /// Set when the experiment must end: its final state and why.
+    stop: Option<(ExperimentState, String)>,
+    /// Failed trials (after retries).
+    failed: usize,
+    /// The trial that met the goal first, once one has.
+    goal_trial: Option<u32>,
+    /// No more suggestions (grid or grow exhausted).
+    exhausted: bool,
+}
+
+/// Runs experiments against a store and an executor.
+pub struct Tuner<'a> {
+    store: &'a dyn Store,
+    executor: &'a dyn Executor,
+    options: TuneOptions,
+}
+
+impl std::fmt::Debug for Tuner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tuner")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Tuner<'a> {
+    pub fn new(store: &'a dyn Store, executor: &'a dyn Executor, options: TuneOptions) -> Self {
+        Self {
+            store,
+            executor,
+            options,
+        }
+    }
+
+    fn event(
+        &self,
+        shared: &Shared,
+        kind: &str,
+        trial: Option<u32>,
+        message: String,
+        progress: &dyn Fn(&Progress),
+    ) {
+        let event = Event {
+            at: now(),
+            kind: kind.into(),
+            trial,
+            message,
+        };
+        if let Err(e) = self.store.add_event(&shared.exp.id, &event) {
+            tracing::error!("{e}");
+        }
+        progress(&Progress::Event(event));
+    }
+
+    /// Run (or continue) experiment `id` until it meets its goal, spends its
+    /// budget, fails, or is cancelled. Returns the experiment as stored.
+    pub fn run(
+        &self,
+        id: &str,
+        progress: &(dyn Fn(&Progress) + Sync),
+    ) -> Result<ExperimentRecord, TuneError> {
+        let exp = self
+            .store
+            .experiment(id)?
+            .ok_or_else(|| TuneError::NotFound(id.into()))?;
+        if exp.state != ExperimentState::Running {
+            return Ok(exp);
+        }
+        let spec = exp.spec.clone();
+        let mut trials = self.store.trials(id)?;
+        let failed = trials.iter().filter(|t| t.state == TrialState::Failed).count();
+        let goal_trial = spec.objective.goal.and_then(|goal| {
+            trials
+                .iter()
+                .filter(|t| t.state == TrialState::Completed)
+                .find(|t| t.value.is_some_and(|v| spec.objective.direction.meets(v, goal)))
+                .map(|t| t.number)
+        });
+        let resumed = !trials.is_empty();
+        for t in trials.iter_mut().filter(|t| t.state == TrialState::Running) {
+            t.state = TrialState::Pending;
+            self.store.upsert_trial(id, t)?;
+        }
+        let shared = Mutex::new(Shared {
+            exp,
+            sampler: sampler_for(&spec),
+            trials,
+            claimed: Vec::new(),
+            stop: None,
+            failed,
+            goal_trial,
+            exhausted: false,
+        });
+        {
+            let s = shared.lock().expect("tuner state");
+            if resumed {
+                let requeued: Vec<String> = s
+                    .trials
+                    .iter()
+                    .filter(|t| t.state == TrialState::Pending)
+                    .map(|t| t.number.to_string())
+                    .collect();
+                let finished = s.trials.iter().filter(|t| t.state.is_finished()).count();
+                self.event(
+                    &s,
+                    "resumed",
+                    None,
+                    format!(
+                        "resumed with {finished} finished trial(s); pending: [{}]",
+                        requeued.join(", ")
+                    ),
+                    progress,
+                );
+            }
+        }
+        let pruner = spec.early_stopping.as_ref().map(pruner_for);
+        let parallel = spec.budget.parallel_trials.max(1);
+        let threads_per_trial = (self.options.threads / parallel).max(1);
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            for _ in 0..parallel {
+                scope.spawn(|| {
+                    self.worker(
+                        &spec,
+                        &shared,
+                        pruner.as_deref(),
+                        threads_per_trial,
+                        started,
+                        progress,
+                    )
+                });
+            }
+        });
+        let mut s = shared.into_inner().expect("tuner state");
+        self.finish(&spec, &mut s, started, progress)?;
+        Ok(s.exp)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.options
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    /// Claim the next trial to run: a pending one, else a new suggestion.
+    fn claim(
+        &self,
+        spec: &ExperimentSpec,
+        s: &mut Shared,
+        started: Instant,
+        progress: &dyn Fn(&Progress),
+    ) -> Option<u32> {
+        if s.stop.is_some() || s.goal_trial.is_some() || self.cancelled() {
+            return None;
+        }
+        if let Some(max) = spec.budget.max_wall_seconds {
+            if s.exp.wall_seconds + started.elapsed().as_secs_f64() >= max {
+                s.stop = Some((
+                    ExperimentState::BudgetExhausted,
+                    format!("wall-time budget of {max} s spent"),
+                ));
+                return None;
+            }
+        }
+        if s.failed > spec.budget.max_failed_trials {
+            return None;
+        }
+        let pending = s
+            .trials
+            .iter()
+            .filter(|t| t.state == TrialState::Pending && !s.claimed.contains(&t.number))
+            .map(|t| t.number)
+            .min();
+        let number = match pending {
+            Some(n) => n,
+            None => {
+                if s.trials.len() >= spec.budget.max_trials || s.exhausted {
+                    return None;
+                }
+                let number = s.trials.len() as u32 + 1;
+                let Some(params) = s.sampler.suggest(number, &s.trials) else {
+                    s.exhausted = true;
+                    return None;
+                };
+                let provenance = Provenance {
+                    seed: spec.seed,
+                    ..self.options.provenance.clone()
+                };
+                let trial = TrialRecord::new(number, params, provenance);
+                if let Err(e) = self.store.upsert_trial(&s.exp.id, &trial) {
+                    s.stop = Some((ExperimentState::Failed, e.to_string()));
+                    return None;
+                }
+                s.trials.push(trial);
+                number
+            }
+        };
+        let t = s
+            .trials
+            .iter_mut()
+            .find(|t| t.number == number)
+            .expect("claimed trial exists");
+        t.state = TrialState::Running;
+        t.attempts += 1;
+        let attempt = t.attempts;
+        let params = mlci_core::describe(&t.params);
+        if let Err(e) = self.store.upsert_trial(&s.exp.id, t) {
+            s.stop = Some((ExperimentState::Failed, e.to_string()));
+            return None;
+        }
+        s.claimed.push(number);
+        let what = if attempt > 1 {
+            format!("attempt {attempt}, ")
+        } else {
+            String::new()
+        };
+        self.event(
+            s,
+            "trial_started",
+            Some(number),
+            format!("{what}{params}"),
+            progress,
+        );
+        Some(number)
+    }
+
+    fn request(
+        &self,
+        spec: &ExperimentSpec,
+        s: &Shared,
+        number: u32,
+        threads: usize,
+    ) -> Result<TrialRequest, Failure> {
+        let t = s
+            .trials
+            .iter()
+            .find(|t| t.number == number)
+            .expect("trial exists");
+        let workdir = self.options.root.join("trials").join(number.to_string());
+        std::fs::create_dir_all(&workdir).map_err(|e| {
+            Failure::new(
+                FailureKind::Crashed,
+                format!("cannot create {}: {e}", workdir.display()),
+            )
+        })?;
+        let work = match spec.trial.executor {
+            ExecutorKind::Subprocess => {
+                let command = spec.trial.command.as_deref().unwrap_or_default();
+                TrialWork::Command(substitute(command, &t.params, &workdir))
+            }
+            ExecutorKind::InProcess | ExecutorKind::Container => TrialWork::Model(
+                apply_params(&spec.base_model(), &t.params)
+                    .map_err(|e| Failure::new(FailureKind::BadSpec, e.to_string()))?,
+            ),
+        };
+        Ok(TrialRequest {
+            experiment: s.exp.id.clone(),
+            trial: number,
+            attempt: t.attempts,
+            params: t.params.clone(),
+            work,
+            workdir,
+            dataset: self.options.dataset.clone(),
+            threads,
+            // A re-queued or retried trial continues from its checkpoint.
+            resume: t.attempts > 1 || !t.steps.is_empty(),
+            timeout_seconds: spec.trial.timeout_seconds,
+        })
+    }
+
+    fn worker(
+        &self,
+        spec: &ExperimentSpec,
+        shared: &Mutex<Shared>,
+        pruner: Option<&dyn Pruner>,
+        threads: usize,
+        started: Instant,
+        progress: &(dyn Fn(&Progress) + Sync),
+    ) {
+        loop {
+            let (number, request) = {
+                let mut s = shared.lock().expect("tuner state");
+                let Some(number) = self.claim(spec, &mut s, started, progress) else {
+                    return;
+                };
+                (number, self.request(spec, &s, number, threads))
+            };
+            let mut pruned_by: Option<String> = None;
+            let result = request.and_then(|request| {
+                self.executor.run(&request, &mut |step: &StepMetrics| {
+                    let mut s = shared.lock().expect("tuner state");
+                    let decision = self.on_step(spec, &mut s, number, step, pruner, progress);
+                    if let Some(reason) = decision {
+                        pruned_by = Some(reason);
+                        Control::Stop
+                    } else {
+                        Control::Continue
+                    }
+                })
+            });
+            let mut s = shared.lock().expect("tuner state");
+            s.claimed.retain(|&n| n != number);
+            self.on_done(spec, &mut s, number, result, pruned_by, progress);
+        }
+    }
+
+    /// Record a step; `Some(reason)` when the trial must stop.
+    fn on_step(
+        &self,
+        spec: &ExperimentSpec,
+        s: &mut Shared,
+        number: u32,
+        step: &StepMetrics,
+        pruner: Option<&dyn Pruner>,
+        progress: &dyn Fn(&Progress),
+    ) -> Option<String> {
+        let id = s.exp.id.clone();
+        let metric = &spec.objective.metric;
+        let t = s
+            .trials
+            .iter_mut()
+            .find(|t| t.number == number)
+            .expect("trial exists");
+        t.steps.retain(|x| x.step < step.step);
+        t.steps.push(step.clone());
+        t.value = objective_value(spec, &t.steps, &Default::default());
+        if let Err(e) = self
+            .store
+            .truncate_steps(&id, number, step.step)
+            .and_then(|()| self.store.record_step(&id, number, step))
+        {
+            tracing::error!("{e}");
+        }
+        progress(&Progress::Step {
+            trial: number,
+            step: step.clone(),
+        });
+        if self.cancelled() {
+            return Some("cancelled".into());
+        }
+        if let Some(other) = s.goal_trial.filter(|&g| g != number) {
+            return Some(format!("stopped: trial {other} met the goal"));
+        }
+        let pruner = pruner?;
+        let curve = s
+            .trials
+            .iter()
+            .find(|t| t.number == number)
+            .map(|t| t.curve(metric))
+            .unwrap_or_default();
+        let others: Vec<(u32, Vec<(usize, f64)>)> = s
+            .trials
+            .iter()
+            .filter(|t| t.number != number)
+            .map(|t| (t.number, t.curve(metric)))
+            .collect();
+        if pruner.should_prune(number, &curve, &others, spec.objective.direction) {
+            Some(format!(
+                "pruned at step {} ({metric} {:.4})",
+                step.step,
+                step.values.get(metric).copied().unwrap_or(f64::NAN)
+            ))
+        } else {
+            None
+        }
+    }
+
+    fn on_done(
+        &self,
+        spec: &ExperimentSpec,
+        s: &mut Shared,
+        number: u32,
+        result: Result<mlci_core::TrialOutput, Failure>,
+        pruned_by: Option<String>,
+        progress: &dyn Fn(&Progress),
+    ) {
+        let id = s.exp.id.clone();
+        let cancelled = self.cancelled();
+        let max_retries = spec.budget.max_retries as u32;
+        let t = s
+            .trials
+            .iter_mut()
+            .find(|t| t.number == number)
+            .expect("trial exists");
+        let (kind, message) = match result {
+            Ok(_) if cancelled => {
+                t.state = TrialState::Pending;
+                (
+                    "trial_interrupted",
+                    "cancelled; will resume from its checkpoint".to_owned(),
+                )
+            }
+            Ok(out) => {
+                t.seconds += out.seconds;
+                t.param_count = out.param_count.or(t.param_count);
+                if out.image_digest.is_some() {
+                    t.provenance.image_digest = out.image_digest.clone();
+                }
+                t.artifacts = Some(
+                    self.options
+                        .root
+                        .join("trials")
+                        .join(number.to_string())
+                        .display()
+                        .to_string(),
+                );
+                if !out.steps.is_empty() {
+                    // The executor's full history (it may include steps from before a resume).
+                    t.steps = out.steps.clone();
+                }
+                t.value = objective_value(spec, &t.steps, &out.final_values);
+                match (t.value, out.stopped, pruned_by) {
+                    (None, _, _) => {
+                        t.state = TrialState::Failed;
+                        let f = Failure::new(
+                            FailureKind::NoMetrics,
+                            format!("the trial reported no `{}`", spec.objective.metric),
+                        );
+                        let msg = f.to_string();
+                        t.failure = Some(f);
+                        s.failed += 1;
+                        ("trial_failed", msg)
+                    }
+                    (Some(v), true, Some(reason)) => {
+                        t.state = TrialState::Pruned;
+                        (
+                            "trial_pruned",
+                            format!("{reason}; best {} {v:.4}", spec.objective.metric),
+                        )
+                    }
+                    (Some(v), _, _) => {
+                        t.state = TrialState::Completed;
+                        ("trial_completed", format!("{} {v:.4}", spec.objective.metric))
+                    }
+                }
+            }
+            Err(failure) => {
+                let retry = failure.kind.retryable() && t.attempts <= max_retries && !cancelled;
+                let msg = failure.to_string();
+                t.failure = Some(failure);
+                if retry {
+                    t.state = TrialState::Pending;
+                    (
+                        "trial_retried",
+                        format!(
+                            "{msg}; retrying (attempt {} of {})",
+                            t.attempts + 1,
+                            max_retries + 1
+                        ),
+                    )
+                } else if cancelled {
+                    t.state = TrialState::Pending;
+                    ("trial_interrupted", msg)
+                } else {
+                    t.state = TrialState::Failed;
+                    s.failed += 1;
+                    ("trial_failed", msg)
+                }
+            }
+        };
+        if t.state == TrialState::Completed || t.state == TrialState::Pruned {
+            t.failure = None;
+        }
+        let record = t.clone();
+        if let Err(e) = self.store.upsert_trial(&id, &record) {
+            s.stop = Some((ExperimentState::Failed, e.to_string()));
+        }
+        self.event(s, kind, Some(number), message, progress);
+        if record.state == TrialState::Completed && s.goal_trial.is_none() {
+            if let (Some(goal), Some(v)) = (spec.objective.goal, record.value) {
+                if spec.objective.direction.meets(v, goal) {
+                    s.goal_trial = Some(number);
+                    let msg = format!(
+                        "trial {number} met the goal: {} {v:.4} (goal {goal})",
+                        spec.objective.metric
+                    );
+                    self.event(s, "goal_met", Some(number), msg, progress);
+                }
+            }
+        }
+        if s.failed > spec.budget.max_failed_trials && s.stop.is_none() && s.goal_trial.is_none() {
+            let msg = format!(
+                "{} trial(s) failed, more than budget.max_failed_trials ({})",
+                s.failed, spec.budget.max_failed_trials
+            );
+            s.stop = Some((ExperimentState::Failed, msg));
+        }
+    }
+
+    fn finish(
+        &self,
+        spec: &ExperimentSpec,
+        s: &mut Shared,
+        started: Instant,
+        progress: &dyn Fn(&Progress),
+    ) -> Result<(), TuneError> {
+        s.exp.wall_seconds += started.elapsed().as_secs_f64();
+        s.exp.updated_at = now();
+        s.exp.best_trial = best_trial(spec, &s.trials);
+        let best = s
+            .exp
+            .best_trial
+            .and_then(|n| s.trials.iter().find(|t| t.number == n))
+            .and_then(|t| t.value);
+        let metric = &spec.objective.metric;
+        let best_text = best
+            .map(|v| format!("best {metric} {v:.4}"))
+            .unwrap_or_else(|| "no result".into());
+        if self.cancelled() {
+            s.exp.message = Some("interrupted; resume to continue".into());
+            self.store.update_experiment(&s.exp)?;
+            return Ok(());
+        }
+        let (state, message) = if let Some(n) = s.goal_trial {
+            let goal = spec.objective.goal.unwrap_or_default();
+            (
+                ExperimentState::Succeeded,
+                format!("goal {goal} met by trial {n}; {best_text}"),
+            )
+        } else if let Some((state, why)) = s.stop.clone() {
+            (state, format!("{why}; {best_text}"))
+        } else if s.trials.iter().any(|t| !t.state.is_finished()) {
+            // Workers ended with trials unfinished (e.g. the failed-trial
+            // budget stopped scheduling): the experiment failed.
+            (
+                ExperimentState::Failed,
+                format!("stopped with unfinished trials; {best_text}"),
+            )
+        } else {
+            let why = if s.exhausted && s.trials.len() < spec.budget.max_trials {
+                "search space exhausted"
+            } else {
+                "trial budget spent"
+            };
+            let goal = spec
+                .objective
+                .goal
+                .map(|g| format!(" without reaching the goal {g}"))
+                .unwrap_or_default();
+            (
+                ExperimentState::BudgetExhausted,
+                format!("{why}{goal}; {best_text}"),
+            )
+        };
+        s.exp.state = state;
+        s.exp.message = Some(message.clone());
+        self.store.update_experiment(&s.exp)?;
+        let kind = match state {
+            ExperimentState::Succeeded => "experiment_succeeded",
+            ExperimentState::Failed => "experiment_failed",
+            _ => "budget_exhausted",
+        };
+        self.event(s, kind, s.exp.best_trial, message, progress);
+        Ok(())
+    }
+}
+
+/// The trial to report: the best value, or with `prefer`, the cheapest of
+/// those meeting the goal.
+pub fn best_trial(spec: &ExperimentSpec, trials: &[TrialRecord]) -> Option<u32> {
+    let dir: Direction = spec.objective.direction;
+    let scored: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Completed | TrialState::Pruned) && t.value.is_some())
+        .collect();
+    let best = scored.iter().copied().reduce(|a, b| {
+        if dir.better(b.value.unwrap_or(f64::NAN), a.value.unwrap_or(f64::NAN)) {
+            b
+        } else {
+            a
+        }
+    })?;
+    let goal = spec.objective.goal;
+    let meeting: Vec<&TrialRecord> = scored
+        .iter()
+        .copied()
+        .filter(|t| {
+            t.state == TrialState::Completed
+                && goal.is_some_and(|g| dir.meets(t.value.unwrap_or(f64::NAN), g))
+        })
+        .collect();
+    let cheapest = match spec.objective.prefer {
+        Prefer::Best => None,
+        Prefer::FewestParams => meeting
+            .iter()
+            .min_by_key(|t| (t.param_count.unwrap_or(usize::MAX), t.number)),
+        Prefer::FewestSeconds => meeting.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds)),
+    };
+    Some(cheapest.map(|t| t.number).unwrap_or(best.number))
+}

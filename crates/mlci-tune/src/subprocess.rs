@@ -1,0 +1,281 @@
+//! Run any command as a trial and collect its metrics from stdout, like
+//! Katib's StdOut collector: JSON objects (`{"epoch": 3, "val_accuracy":
+//! 0.71}`, including mlci's own `"event":"epoch"` lines) or `name=value`
+//! pairs (`epoch=3 val_accuracy=0.71 loss=0.52`). Each line with metrics is
+//! one step, numbered by its `epoch` or `step` value, else consecutively.
+//!
+//! The command gets its parameters as `${trialParameters.NAME}` in argv
+//! (substituted by the runner) and as `MLCI_PARAM_<NAME>` variables, its
+//! folder as `MLCI_TRIAL_DIR`, and a thread count as `MLCI_THREADS`,
+//! `OMP_NUM_THREADS` and `RAYON_NUM_THREADS`. Everything it prints goes to
+//! `trial.log` in that folder.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use mlci_core::{Control, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest, TrialWork};
+
+/// Runs trials as child processes.
+#[derive(Debug, Default, Clone)]
+pub struct SubprocessExecutor {
+    /// Extra environment for every trial.
+    pub env: Vec<(String, String)>,
+}
+
+/// Parse one output line into metrics, if it holds any.
+pub fn parse_metrics(line: &str) -> Option<(Option<usize>, BTreeMap<String, f64>)> {
+    let line = line.trim();
+    let mut values = BTreeMap::new();
+    if line.starts_with('{') {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let obj = v.as_object()?;
+        if let Some(event) = obj.get("event").and_then(|e| e.as_str()) {
+            if event != "epoch" {
+                return None;
+            }
+        }
+        for (k, v) in obj {
+            if let Some(x) = v.as_f64() {
+                values.insert(k.clone(), x);
+            }
+        }
+    } else {
+        for token in line.split(|c: char| c.is_whitespace() || c == ',' || c == ';') {
+            if let Some((k, v)) = token.split_once('=') {
+                let k = k.trim();
+                if !k.is_empty() && k.chars().all(|c| c.is_alphanumeric() || "_-.".contains(c)) {
+                    if let Ok(x) = v.trim().parse::<f64>() {
+                        values.insert(k.to_owned(), x);
+                    }
+                }
+            }
+        }
+    }
+    let step = ["epoch", "step"]
+        .iter()
+        .find_map(|k| values.remove(*k))
+        .map(|s| s as usize);
+    values.remove("epochs");
+    if values.is_empty() {
+        None
+    } else {
+        Some((step, values))
+    }
+}
+
+enum Msg {
+    Line(String),
+    Eof,
+}
+
+impl Executor for SubprocessExecutor {
+    fn run(
+        &self,
+        req: &TrialRequest,
+        on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
+    ) -> Result<TrialOutput, Failure> {
+        let TrialWork::Command(argv) = &req.work else {
+            return Err(Failure::new(
+                FailureKind::BadSpec,
+                "the subprocess executor runs command trials only",
+            ));
+        };
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Failure::new(FailureKind::BadSpec, "empty command"))?;
+        let log_path = req.workdir.join("trial.log");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| {
+                Failure::new(
+                    FailureKind::Crashed,
+                    format!("cannot open {}: {e}", log_path.display()),
+                )
+            })?;
+        let mut cmd = Command::new(program);
+        // Its own process group, so a timeout or a prune stops everything it started.
+        cmd.process_group(0);
+        cmd.args(args)
+            .current_dir(&req.workdir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("MLCI_TRIAL_DIR", &req.workdir)
+            .env("MLCI_TRIAL", req.trial.to_string())
+            .env("MLCI_ATTEMPT", req.attempt.to_string())
+            .env("MLCI_RESUME", if req.resume { "1" } else { "0" });
+        for var in ["MLCI_THREADS", "OMP_NUM_THREADS", "RAYON_NUM_THREADS"] {
+            cmd.env(var, req.threads.to_string());
+        }
+        for (k, v) in &req.params {
+            let name: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            cmd.env(format!("MLCI_PARAM_{name}"), v.to_string());
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Failure::new(FailureKind::BadSpec, format!("cannot start `{program}`: {e}")))?;
+        let _ = writeln!(
+            log,
+            "--- attempt {} (pid {}): {}",
+            req.attempt,
+            child.id(),
+            argv.join(" ")
+        );
+
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let tx_err = tx.clone();
+        let out_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(Msg::Line(line));
+            }
+            let _ = tx.send(Msg::Eof);
+        });
+        // stderr goes to the log only; it never carries metrics.
+        let mut err_log = log.try_clone().ok();
+        let err_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(log) = err_log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
+            }
+            drop(tx_err);
+        });
+
+        let timeout = req.timeout_seconds.map(Duration::from_secs_f64);
+        let mut steps: Vec<StepMetrics> = Vec::new();
+        let mut last_step_at = started;
+        let (mut stopped, mut timed_out) = (false, false);
+        loop {
+            let wait = Duration::from_millis(200);
+            match rx.recv_timeout(wait) {
+                Ok(Msg::Line(line)) => {
+                    let _ = writeln!(log, "{line}");
+                    if let Some((step, values)) = parse_metrics(&line) {
+                        let step = step.unwrap_or(steps.last().map(|s| s.step + 1).unwrap_or(1));
+                        let seconds = Some(last_step_at.elapsed().as_secs_f64());
+                        last_step_at = Instant::now();
+                        let m = StepMetrics {
+                            step,
+                            values,
+                            seconds,
+                        };
+                        steps.retain(|s| s.step < step);
+                        steps.push(m.clone());
+                        if !stopped && on_step(&m) == Control::Stop {
+                            stopped = true;
+                            terminate(&mut child);
+                        }
+                    }
+                }
+                Ok(Msg::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if let Some(limit) = timeout {
+                if !timed_out && started.elapsed() > limit {
+                    timed_out = true;
+                    signal_group(&child, libc::SIGKILL);
+                }
+            }
+        }
+        let status = child
+            .wait()
+            .map_err(|e| Failure::new(FailureKind::Crashed, format!("cannot wait for `{program}`: {e}")))?;
+        let _ = out_thread.join();
+        let _ = err_thread.join();
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = writeln!(log, "--- exit: {status}, {seconds:.1} s");
+        if timed_out {
+            return Err(Failure::new(
+                FailureKind::Timeout,
+                format!("killed after the {:.0} s trial timeout", seconds),
+            ));
+        }
+        if stopped {
+            return Ok(TrialOutput {
+                steps,
+                stopped: true,
+                seconds,
+                ..TrialOutput::default()
+            });
+        }
+        if !status.success() {
+            let tail = log_tail(&log_path);
+            return Err(match (status.code(), status.signal()) {
+                (_, Some(9)) => Failure::new(
+                    FailureKind::Killed,
+                    format!("killed by SIGKILL (out of memory or from outside){tail}"),
+                ),
+                (_, Some(sig)) => Failure::new(FailureKind::Crashed, format!("died of signal {sig}{tail}")),
+                (Some(137), _) => Failure::new(
+                    FailureKind::Killed,
+                    format!("exit 137: killed (out of memory or from outside){tail}"),
+                ),
+                (Some(2), _) => Failure::new(
+                    FailureKind::BadSpec,
+                    format!("exit 2: the trial rejected its input{tail}"),
+                ),
+                (code, _) => Failure::new(FailureKind::Crashed, format!("exit {}{tail}", code.unwrap_or(-1))),
+            });
+        }
+        Ok(TrialOutput {
+            steps,
+            seconds,
+            ..TrialOutput::default()
+        })
+    }
+}
+
+/// Send `signal` to the child's process group (the child and what it started).
+fn signal_group(child: &std::process::Child, signal: libc::c_int) {
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: signals the process group we created for our own child
+    // (`process_group(0)` makes its id the child's PID).
+    unsafe { libc::kill(-pgid, signal) };
+}
+
+/// SIGTERM to the trial's process group (time to write a checkpoint), then
+/// SIGKILL if the child is still there after a grace period.
+fn terminate(child: &mut std::process::Child) {
+    signal_group(child, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    signal_group(child, libc::SIGKILL);
+}
+
+/// The last lines of a trial log, for failure messages.
+fn log_tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("--- ")).collect();
+    let tail = &lines[lines.len().saturating_sub(3)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(" (last output: {})", tail.join(" | "))
+    }
+}

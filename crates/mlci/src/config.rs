@@ -1,0 +1,165 @@
+//! One typed configuration: defaults, then a TOML file (`--config` or
+//! `MLCI_CONFIG`), then environment variables, then flags. All environment
+//! variable names mlci reads are in [`env`]; libraries never read the
+//! environment. Secrets are references (an environment variable name or a
+//! file path), never values, so the config can be printed and logged.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Every environment variable mlci reads.
+pub mod env {
+    pub const CONFIG: &str = "MLCI_CONFIG";
+    pub const DATA_DIR: &str = "MLCI_DATA_DIR";
+    pub const THREADS: &str = "MLCI_THREADS";
+    pub const DB: &str = "MLCI_DB";
+    pub const LOG: &str = "MLCI_LOG";
+    pub const MAIL_FROM: &str = "MLCI_MAIL_FROM";
+    /// Comma-separated recipients.
+    pub const MAIL_TO: &str = "MLCI_MAIL_TO";
+    pub const SMTP_HOST: &str = "MLCI_SMTP_HOST";
+    pub const SMTP_PORT: &str = "MLCI_SMTP_PORT";
+    /// `starttls`, `tls` or `none`.
+    pub const SMTP_SECURITY: &str = "MLCI_SMTP_SECURITY";
+    pub const SMTP_USERNAME: &str = "MLCI_SMTP_USERNAME";
+    /// Name of the variable holding the SMTP password (e.g. one Jenkins' withCredentials sets).
+    pub const SMTP_PASSWORD_ENV: &str = "MLCI_SMTP_PASSWORD_ENV";
+    pub const SMTP_PASSWORD_FILE: &str = "MLCI_SMTP_PASSWORD_FILE";
+    /// Jenkins sets this in every build of a git job.
+    pub const GIT_COMMIT: &str = "GIT_COMMIT";
+}
+
+/// `mlci.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub threads: Option<usize>,
+    /// SQLite database (default `<data_dir>/mlci.db`).
+    pub db: Option<PathBuf>,
+    #[serde(default)]
+    pub mail: MailSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSection {
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Where mails go without SMTP (default `<data_dir>/outbox`).
+    pub outbox: Option<PathBuf>,
+    pub smtp: Option<SmtpSection>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    pub host: String,
+    pub port: Option<u16>,
+    /// `starttls` (default), `tls` or `none`.
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub timeout_seconds: Option<u64>,
+}
+
+/// The resolved configuration every command uses.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub threads: usize,
+    pub db: PathBuf,
+    pub mail: MailSection,
+}
+
+/// A configuration problem (exit 2), naming the file, variable or field.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Defaults < file < environment < flags.
+    pub fn load(
+        file: Option<&Path>,
+        data_dir_flag: Option<PathBuf>,
+        threads_flag: Option<usize>,
+        db_flag: Option<PathBuf>,
+    ) -> Result<Self, ConfigError> {
+        let file_path = file.map(Path::to_path_buf).or_else(|| var(env::CONFIG).map(PathBuf::from));
+        let fc: FileConfig = match &file_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config {}: {e}", path.display())))?;
+                toml::from_str(&text).map_err(|e| ConfigError(format!("config {}: {e}", path.display())))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = data_dir_flag
+            .or_else(|| var(env::DATA_DIR).map(PathBuf::from))
+            .or(fc.data_dir)
+            .or_else(|| dirs::data_dir().map(|d| d.join("mlci")))
+            .ok_or_else(|| ConfigError(format!("no platform data folder; pass --data-dir or set {}", env::DATA_DIR)))?;
+        let env_threads = match var(env::THREADS) {
+            Some(v) => Some(v.parse::<usize>().map_err(|_| ConfigError(format!("{}={v} is not a number", env::THREADS)))?),
+            None => None,
+        };
+        let threads = threads_flag
+            .or(env_threads)
+            .or(fc.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        if threads == 0 {
+            return Err(ConfigError("threads must be at least 1".into()));
+        }
+        let db = db_flag.or_else(|| var(env::DB).map(PathBuf::from)).or(fc.db).unwrap_or_else(|| data_dir.join("mlci.db"));
+        let mut mail = fc.mail;
+        if let Some(from) = var(env::MAIL_FROM) {
+            mail.from = Some(from);
+        }
+        if let Some(to) = var(env::MAIL_TO) {
+            mail.to = to.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+        }
+        if let Some(host) = var(env::SMTP_HOST) {
+            let smtp = mail.smtp.get_or_insert_with(SmtpSection::default);
+            smtp.host = host;
+        }
+        if let Some(smtp) = mail.smtp.as_mut() {
+            if let Some(port) = var(env::SMTP_PORT) {
+                smtp.port = Some(port.parse().map_err(|_| ConfigError(format!("{}={port} is not a port", env::SMTP_PORT)))?);
+            }
+            if let Some(v) = var(env::SMTP_SECURITY) {
+                smtp.security = Some(v);
+            }
+            if let Some(v) = var(env::SMTP_USERNAME) {
+                smtp.username = Some(v);
+            }
+            if let Some(v) = var(env::SMTP_PASSWORD_ENV) {
+                smtp.password_env = Some(v);
+            }
+            if let Some(v) = var(env::SMTP_PASSWORD_FILE) {
+                smtp.password_file = Some(PathBuf::from(v));
+            }
+            if smtp.host.trim().is_empty() {
+                return Err(ConfigError("mail.smtp.host must not be empty".into()));
+            }
+        }
+        Ok(Self { data_dir, threads, db, mail })
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.mail.outbox.clone().unwrap_or_else(|| self.data_dir.join("outbox"))
+    }
+}

@@ -1,0 +1,232 @@
+//! `mlci tune` and `mlci experiments`: run experiments, resume them, report
+//! and notify.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use mlci_core::{
+    DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState, Provenance, Store,
+    TrialRecord, TrialState,
+};
+use mlci_store::SqliteStore;
+use mlci_train::{DataSource, InProcessExecutor};
+use mlci_tune::{Progress, SubprocessExecutor, TuneOptions, Tuner};
+
+use crate::cli::{ExperimentsCommand, TuneArgs};
+use crate::config::{env, Config};
+use crate::{bad, emit_plain};
+
+/// Exit code when the budget ran out without meeting the goal.
+pub const EXIT_GOAL_NOT_MET: u8 = 3;
+
+fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
+    Ok(SqliteStore::open(&cfg.db)?)
+}
+
+/// A new experiment id: the spec's name (slugged) and a short unique suffix.
+fn new_id(name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .collect::<String>()
+        .split('-')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let mix = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    format!("{}-{:06x}", if slug.is_empty() { "experiment" } else { &slug }, mix & 0xff_ffff)
+}
+
+fn read_spec(path: &Path) -> anyhow::Result<ExperimentSpec> {
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    ExperimentSpec::from_yaml(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+/// Resolve the experiment to run: a new one from a spec, or one to resume.
+fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<ExperimentRecord> {
+    match (&args.resume, &args.spec) {
+        (Some(Some(id)), _) => store
+            .experiment(id)?
+            .ok_or_else(|| bad(format!("no experiment `{id}` in the store (see `mlci experiments list`)"))),
+        (Some(None), Some(path)) => {
+            let spec = read_spec(path)?;
+            store
+                .experiments()?
+                .into_iter()
+                .find(|e| e.spec.name == spec.name && e.state == ExperimentState::Running)
+                .ok_or_else(|| bad(format!("no unfinished experiment named `{}` to resume", spec.name)))
+        }
+        (Some(None), None) => Err(bad("--resume needs an experiment id, or a spec whose latest run to resume")),
+        (None, None) => Err(bad("give an experiment spec (YAML or JSON), or --resume ID")),
+        (None, Some(path)) => {
+            let mut spec = read_spec(path)?;
+            if let Some(data) = &args.data {
+                let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
+                spec.dataset = Some(DatasetSpec { path: data.display().to_string(), val_split });
+            }
+            let now = mlci_tune::now();
+            let exp = ExperimentRecord {
+                id: new_id(&spec.name),
+                spec,
+                state: ExperimentState::Running,
+                created_at: now,
+                updated_at: now,
+                best_trial: None,
+                message: None,
+                wall_seconds: 0.0,
+            };
+            store.create_experiment(&exp)?;
+            Ok(exp)
+        }
+    }
+}
+
+/// Run `mlci tune`; returns the exit code.
+pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
+    let store = open_store(cfg)?;
+    let exp = experiment_to_run(&args, &store)?;
+    let spec = exp.spec.clone();
+    tracing::info!(experiment = %exp.id, db = %cfg.db.display(), "experiment {}", if args.resume.is_some() { "resumed" } else { "created" });
+
+    let needs_data = spec.trial.executor != ExecutorKind::Subprocess;
+    let dataset = match &spec.dataset {
+        Some(d) => Some((PathBuf::from(&d.path), d.val_split)),
+        None if needs_data => return Err(bad("the experiment has no dataset: set dataset.path in the spec or pass --data")),
+        None => None,
+    };
+    let mut provenance = Provenance { mlci_version: env!("CARGO_PKG_VERSION").into(), ..Provenance::default() };
+    provenance.git_commit = args.git_commit.clone().or_else(|| std::env::var(env::GIT_COMMIT).ok());
+    if let Some((dir, val_split)) = &dataset {
+        let source = DataSource { dir: dir.clone(), val_split: *val_split, seed: spec.base_model().training.seed };
+        let fp = mlci_train::data::fingerprint(&source).map_err(mlci_train::TrainError::from)?;
+        tracing::info!(dataset = %dir.display(), fingerprint = %fp, "dataset");
+        provenance.dataset_fingerprint = Some(fp);
+    }
+    let root = cfg.data_dir.join("experiments").join(&exp.id);
+    let executor: Box<dyn Executor> = match spec.trial.executor {
+        ExecutorKind::InProcess => Box::new(InProcessExecutor::new()),
+        ExecutorKind::Subprocess => Box::new(SubprocessExecutor::default()),
+        ExecutorKind::Container => {
+            return Err(bad("trial.executor: container trials need mlci-containers, which this build does not include yet"))
+        }
+    };
+    let options = TuneOptions { root: root.clone(), threads: cfg.threads, dataset, provenance, cancel: None };
+    let tuner = Tuner::new(&store, executor.as_ref(), options);
+    let metric = spec.objective.metric.clone();
+    let exp = tuner.run(&exp.id, &|p: &Progress| match p {
+        Progress::Event(e) => match e.trial {
+            Some(t) => tracing::info!(trial = t, event = %e.kind, "{}", e.message),
+            None => tracing::info!(event = %e.kind, "{}", e.message),
+        },
+        Progress::Step { trial, step } => {
+            let value = step.values.get(&metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            tracing::info!(trial, epoch = step.step, "{metric} {value}");
+        }
+    })?;
+
+    let trials = store.trials(&exp.id)?;
+    let events = store.events(&exp.id)?;
+    let report_dir = args.report_dir.clone().unwrap_or_else(|| root.join("report"));
+    let files = mlci_report::write_reports(&report_dir, &exp, &trials, &events)
+        .with_context(|| format!("cannot write the report to {}", report_dir.display()))?;
+    tracing::info!(report = %files.html.display(), junit = %files.junit.display(), "report written");
+    if args.no_mail {
+        tracing::info!("mail skipped (--no-mail)");
+    } else if exp.state != ExperimentState::Running {
+        crate::mail::notify(cfg, &exp, &trials, &files.html)?;
+    }
+    print_summary(&exp, &trials);
+    emit_result(&exp, &trials, &files.html);
+    Ok(match exp.state {
+        ExperimentState::Succeeded => 0,
+        ExperimentState::BudgetExhausted => EXIT_GOAL_NOT_MET,
+        ExperimentState::Failed | ExperimentState::Running => crate::EXIT_FAILURE,
+    })
+}
+
+fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
+    let best = exp.best_trial.and_then(|n| trials.iter().find(|t| t.number == n));
+    crate::progress::emit(&serde_json::json!({
+        "event": "experiment",
+        "id": exp.id,
+        "state": exp.state,
+        "met": exp.state == ExperimentState::Succeeded,
+        "metric": exp.spec.objective.metric,
+        "goal": exp.spec.objective.goal,
+        "best_value": best.and_then(|t| t.value),
+        "best_trial": exp.best_trial,
+        "best_params": best.map(|t| &t.params),
+        "trials": trials.len(),
+        "wall_seconds": exp.wall_seconds,
+        "report": report,
+        "message": exp.message,
+    }));
+}
+
+/// The table people read at the end of a Jenkins console.
+fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
+    let metric = &exp.spec.objective.metric;
+    emit_plain(&format!("experiment {}: {} ({})", exp.id, exp.state.as_str(), exp.message.as_deref().unwrap_or("")));
+    emit_plain(&format!("{:>5}  {:<10} {:>12} {:>9} {:>10}  params", "trial", "state", metric, "seconds", "weights"));
+    let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
+    let dir = exp.spec.objective.direction;
+    sorted.sort_by(|a, b| match (a.value, b.value) {
+        (Some(x), Some(y)) if dir.better(x, y) => std::cmp::Ordering::Less,
+        (Some(x), Some(y)) if dir.better(y, x) => std::cmp::Ordering::Greater,
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        _ => a.number.cmp(&b.number),
+    });
+    for t in sorted {
+        let mark = if Some(t.number) == exp.best_trial { "*" } else { " " };
+        let value = t.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+        let weights = t.param_count.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let mut params = mlci_core::describe(&t.params);
+        if let Some(f) = &t.failure {
+            if t.state == TrialState::Failed {
+                params = format!("{params}  [{}]", f);
+            }
+        }
+        emit_plain(&format!(
+            "{mark}{:>4}  {:<10} {:>12} {:>9.1} {:>10}  {params}",
+            t.number,
+            t.state.as_str(),
+            value,
+            t.seconds,
+            weights
+        ));
+    }
+}
+
+pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<u8> {
+    let store = open_store(cfg)?;
+    match cmd {
+        ExperimentsCommand::List { json } => {
+            let exps = store.experiments()?;
+            if json {
+                for e in &exps {
+                    crate::progress::emit(&serde_json::to_value(e).expect("experiment serialises"));
+                }
+            } else {
+                emit_plain(&format!("{:<32} {:<17} {:>6}  message", "id", "state", "trials"));
+                for e in &exps {
+                    let n = store.trials(&e.id)?.len();
+                    emit_plain(&format!("{:<32} {:<17} {:>6}  {}", e.id, e.state.as_str(), n, e.message.as_deref().unwrap_or("")));
+                }
+            }
+        }
+        ExperimentsCommand::Show { id, json } => {
+            let exp = store.experiment(&id)?.ok_or_else(|| bad(format!("no experiment `{id}` in the store")))?;
+            let trials = store.trials(&id)?;
+            if json {
+                let events = store.events(&id)?;
+                crate::progress::emit(&serde_json::json!({"experiment": exp, "trials": trials, "events": events}));
+            } else {
+                print_summary(&exp, &trials);
+            }
+        }
+    }
+    Ok(0)
+}
+

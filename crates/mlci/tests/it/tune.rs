@@ -1,0 +1,158 @@
+//! `mlci tune` end to end: every algorithm on real training of generated
+//! images, reports, the outbox mail, and SIGKILL mid-trial then resume.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::{events, generated, mlci, run, stderr};
+
+/// An experiment on the generated stripes, small enough for seconds.
+fn experiment(dir: &Path, data: &Path, algorithm: &str, space: &str, extra: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"name: test-{algorithm}
+objective: {{ metric: val_accuracy, goal: 0.99 }}
+search_space:
+{space}
+algorithm: {{ name: {algorithm}, n_startup_trials: 2, grid_points: 2 }}
+budget: {{ max_trials: 3, parallel_trials: 1 }}
+trial:
+  executor: in_process
+  model:
+    input_size: 32
+    conv_blocks: [{{ filters: 16 }}, {{ filters: 32 }}]
+    dense: [{{ units: 64 }}]
+    training: {{ epochs: 4, learning_rate: 0.002, batch_size: 16, seed: 3 }}
+dataset: {{ path: "{}" }}
+{extra}"#,
+        data.display()
+    );
+    let path = dir.join(format!("{algorithm}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn show(dir: &Path, id: &str) -> Value {
+    let o = run(mlci(dir).args(["experiments", "show", id, "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn every_algorithm_tunes_real_training_and_writes_reports_and_mail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 400);
+    let cases = [
+        ("grid", "  filters: { type: categorical, values: [16, 24] }\n  training.learning_rate: { type: float, min: 0.001, max: 0.003 }"),
+        ("random", "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }"),
+        ("tpe", "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }\n  dense_units: { type: int, min: 16, max: 64 }"),
+        ("grow", "  training.epochs: { type: int, min: 1, max: 4 }"),
+    ];
+    for (algorithm, space) in cases {
+        let spec = experiment(tmp.path(), &data, algorithm, space, "");
+        let reports = tmp.path().join(format!("reports-{algorithm}"));
+        let o = run(mlci(tmp.path()).arg("tune").arg(&spec).arg("--report-dir").arg(&reports));
+        // Goal 0.99 on a tiny budget: spent without it (3), or met (0).
+        assert!(matches!(o.status.code(), Some(0 | 3)), "{algorithm}: {}", stderr(&o));
+        let result = &events(&o, "experiment")[0];
+        let id = result["id"].as_str().unwrap();
+        let shown = show(tmp.path(), id);
+        let trials = shown["trials"].as_array().unwrap();
+        assert!(!trials.is_empty() && trials.len() <= 3, "{algorithm}: {} trials", trials.len());
+        let best = trials.iter().filter_map(|t| t["value"].as_f64()).fold(0.0, f64::max);
+        assert!(best > 0.7, "{algorithm}: the best trial reached only {best}");
+        for t in trials {
+            assert_eq!(t["state"], "completed", "{algorithm}: {t}");
+            assert!(t["provenance"]["dataset_fingerprint"].as_str().unwrap().starts_with("files="));
+            assert_eq!(t["steps"].as_array().unwrap().len() as u64, t["steps"].as_array().unwrap().last().unwrap()["step"].as_u64().unwrap());
+        }
+        let params: Vec<&Value> = trials.iter().map(|t| &t["params"]).collect();
+        for (i, p) in params.iter().enumerate() {
+            assert!(!params[..i].contains(p), "{algorithm}: trial {} repeats parameters {p}", i + 1);
+        }
+        for f in ["report.html", "report.css", "junit.xml", "trials.csv"] {
+            assert!(reports.join(f).is_file(), "{algorithm}: {f} missing");
+        }
+        assert_eq!(result["met"], o.status.code() == Some(0));
+    }
+    let outbox: Vec<_> = std::fs::read_dir(tmp.path().join("outbox")).unwrap().collect();
+    assert_eq!(outbox.len(), 4, "one result mail per experiment in the outbox");
+}
+
+#[test]
+fn unknown_fields_and_impossible_ranges_exit_2_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (yaml, field) in [
+        ("name: x\nsearch_space: { filters: { type: int, min: 8, max: 4 } }\ndataset: { path: /tmp }", "search_space.filters.max"),
+        ("name: x\nsearch_spaec: {}", "search_spaec"),
+        ("name: x\nsearch_space: { widgets: { type: int, min: 1, max: 2 } }", "search_space.widgets"),
+        ("name: x\nsearch_space: { filters: { type: int, min: 1, max: 2 } }\nbudget: { parallel_trials: 0 }", "budget.parallel_trials"),
+    ] {
+        let spec = tmp.path().join("bad.yaml");
+        std::fs::write(&spec, yaml).unwrap();
+        let o = run(mlci(tmp.path()).arg("tune").arg(&spec));
+        assert_eq!(o.status.code(), Some(2), "{yaml}: {}", stderr(&o));
+        assert!(stderr(&o).contains(field), "{yaml}: {}", stderr(&o));
+    }
+    let o = run(mlci(tmp.path()).args(["tune", "--resume", "nope-123"]));
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope-123"));
+}
+
+/// Trials as compared across runs: number, parameters, state, the curve.
+fn trial_facts(shown: &Value) -> Vec<(u64, String, String, Vec<String>)> {
+    shown["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let curve = t["steps"].as_array().unwrap().iter().map(|s| s["values"]["val_accuracy"].to_string()).collect();
+            (t["number"].as_u64().unwrap(), t["params"].to_string(), t["state"].to_string(), curve)
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150);
+    let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }\n  filters: { type: categorical, values: [8, 16] }";
+    let spec = experiment(tmp.path(), &data, "tpe", space, "");
+    let text = std::fs::read_to_string(&spec).unwrap().replace("epochs: 4", "epochs: 5");
+    std::fs::write(&spec, text).unwrap();
+
+    // The uninterrupted run, in its own data folder.
+    let whole_dir = tmp.path().join("whole");
+    let o = run(mlci(&whole_dir).arg("tune").arg(&spec).arg("--no-mail"));
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    let whole_id = events(&o, "experiment")[0]["id"].as_str().unwrap().to_owned();
+    let whole = show(&whole_dir, &whole_id);
+
+    // The same experiment, SIGKILLed while trial 2 trains its third epoch.
+    let dir = tmp.path().join("killed");
+    let mut child = mlci(&dir).arg("tune").arg(&spec).arg("--no-mail").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut seen = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("trial=2") && line.contains("epoch=2") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.iter().any(|l| l.contains("trial=2") && l.contains("epoch=2")), "never saw trial 2 epoch 2: {seen:?}");
+
+    let o = run(mlci(&dir).arg("tune").arg(&spec).arg("--resume").arg("--no-mail"));
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(log.contains("resuming from checkpoint"), "trial 2 did not resume from its checkpoint: {log}");
+    let id = events(&o, "experiment")[0]["id"].as_str().unwrap().to_owned();
+    let resumed = show(&dir, &id);
+    assert_eq!(trial_facts(&resumed), trial_facts(&whole), "the killed and resumed experiment differs from the uninterrupted one");
+    let t2 = &resumed["trials"][1];
+    assert_eq!(t2["attempts"], 2, "trial 2 ran twice (killed, resumed): {t2}");
+    assert!(resumed["events"].as_array().unwrap().iter().any(|e| e["kind"] == "resumed"));
+}
