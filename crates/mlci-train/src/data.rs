@@ -167,7 +167,12 @@ pub fn fingerprint(source: &DataSource) -> Result<String, DataError> {
     let mut count = 0usize;
     for (path, _) in listing.train.iter().chain(&listing.validation) {
         let rel = path.strip_prefix(&source.dir).unwrap_or(path);
-        let size = std::fs::metadata(path).map_err(|e| DataError::Io { path: path.clone(), source: e })?.len();
+        let size = std::fs::metadata(path)
+            .map_err(|e| DataError::Io {
+                path: path.clone(),
+                source: e,
+            })?
+            .len();
         hasher.update(rel.to_string_lossy().as_bytes());
         hasher.update([0]);
         hasher.update(size.to_le_bytes());

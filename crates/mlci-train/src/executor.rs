@@ -33,12 +33,20 @@ impl InProcessExecutor {
 
     /// The dataset at `size`, decoded once and shared by later trials.
     pub fn dataset(&self, source: &DataSource, size: usize) -> Result<Arc<Dataset>, TrainError> {
-        let key = (source.dir.clone(), source.val_split.map(f64::to_bits), size, source.seed);
+        let key = (
+            source.dir.clone(),
+            source.val_split.map(f64::to_bits),
+            size,
+            source.seed,
+        );
         if let Some(d) = self.cache.lock().expect("dataset cache").get(&key) {
             return Ok(d.clone());
         }
         let data = Arc::new(Dataset::load(source, size)?);
-        self.cache.lock().expect("dataset cache").insert(key, data.clone());
+        self.cache
+            .lock()
+            .expect("dataset cache")
+            .insert(key, data.clone());
         Ok(data)
     }
 }
@@ -57,9 +65,10 @@ impl Observer for StepObserver<'_> {
 fn classify(e: TrainError) -> Failure {
     let kind = match &e {
         // Deterministic: the same parameters would fail the same way again.
-        TrainError::Spec(_) | TrainError::Data(_) | TrainError::Diverged { .. } | TrainError::Resume { .. } => {
-            FailureKind::BadSpec
-        }
+        TrainError::Spec(_)
+        | TrainError::Data(_)
+        | TrainError::Diverged { .. }
+        | TrainError::Resume { .. } => FailureKind::BadSpec,
         TrainError::Model { .. } | TrainError::Io { .. } | TrainError::Candle(_) => FailureKind::Crashed,
     };
     Failure::new(kind, e.to_string())
@@ -72,18 +81,32 @@ impl Executor for InProcessExecutor {
         on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure> {
         let TrialWork::Model(spec) = &req.work else {
-            return Err(Failure::new(FailureKind::BadSpec, "the in-process executor runs model trials only"));
+            return Err(Failure::new(
+                FailureKind::BadSpec,
+                "the in-process executor runs model trials only",
+            ));
         };
         let Some((dir, val_split)) = req.dataset.clone() else {
-            return Err(Failure::new(FailureKind::BadSpec, "no dataset given for a model trial"));
+            return Err(Failure::new(
+                FailureKind::BadSpec,
+                "no dataset given for a model trial",
+            ));
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(req.threads.max(1))
             .thread_name(move |i| format!("trial-{i}"))
             .build()
             .map_err(|e| Failure::new(FailureKind::Crashed, format!("cannot start a thread pool: {e}")))?;
-        let source = DataSource { dir, val_split, seed: spec.training.seed };
-        let opts = TrainOptions { out_dir: req.workdir.clone(), resume: req.resume, include_load_seconds: false };
+        let source = DataSource {
+            dir,
+            val_split,
+            seed: spec.training.seed,
+        };
+        let opts = TrainOptions {
+            out_dir: req.workdir.clone(),
+            resume: req.resume,
+            include_load_seconds: false,
+        };
         let result = pool.install(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let data = self.dataset(&source, spec.input_size)?;
@@ -99,16 +122,24 @@ impl Executor for InProcessExecutor {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                     .unwrap_or_else(|| "unknown panic".into());
-                return Err(Failure::new(FailureKind::Crashed, format!("training panicked: {msg}")));
+                return Err(Failure::new(
+                    FailureKind::Crashed,
+                    format!("training panicked: {msg}"),
+                ));
             }
         };
         let b = &outcome.best;
         Ok(TrialOutput {
             steps: outcome.history.iter().map(StepMetrics::from).collect(),
-            final_values: [("val_accuracy", b.val_accuracy), ("val_loss", b.val_loss), ("accuracy", b.accuracy), ("loss", b.loss)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
+            final_values: [
+                ("val_accuracy", b.val_accuracy),
+                ("val_loss", b.val_loss),
+                ("accuracy", b.accuracy),
+                ("loss", b.loss),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
             param_count: Some(outcome.param_count),
             stopped: outcome.stop_reason == mlci_core::StopReason::Stopped,
             seconds: outcome.total_seconds,

@@ -25,7 +25,7 @@ mod trainer;
 
 pub use data::{ClassCount, DataSource, Dataset, ImageSet, Skipped};
 pub use error::{DataError, TrainError};
-pub use predict::{Prediction, Predictor};
 pub use executor::InProcessExecutor;
 pub use mlci_core::Control;
+pub use predict::{Prediction, Predictor};
 pub use trainer::{evaluate, train, Observer, Quiet, SavedModel, TrainOptions};

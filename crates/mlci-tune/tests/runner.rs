@@ -193,11 +193,24 @@ fn the_median_rule_prunes_trials_that_fall_behind() {
     let (exp, trials) = f.run("prune", &[]);
     assert_eq!(exp.state, ExperimentState::BudgetExhausted);
     let pruned: Vec<&TrialRecord> = trials.iter().filter(|t| t.state == TrialState::Pruned).collect();
-    assert!(!pruned.is_empty(), "some of 12 random trials fall below the median");
-    assert!(pruned.iter().any(|t| t.steps.len() < 4), "no trial was stopped before its last step");
+    assert!(
+        !pruned.is_empty(),
+        "some of 12 random trials fall below the median"
+    );
+    assert!(
+        pruned.iter().any(|t| t.steps.len() < 4),
+        "no trial was stopped before its last step"
+    );
     for t in pruned {
-        let reported = trials.iter().filter(|o| o.number < t.number && o.steps.len() >= t.steps.len()).count();
-        assert!(reported >= 2, "trial {} was pruned before 2 other trials reported its step", t.number);
+        let reported = trials
+            .iter()
+            .filter(|o| o.number < t.number && o.steps.len() >= t.steps.len())
+            .count();
+        assert!(
+            reported >= 2,
+            "trial {} was pruned before 2 other trials reported its step",
+            t.number
+        );
     }
 }
 

@@ -99,7 +99,9 @@ impl Config {
         threads_flag: Option<usize>,
         db_flag: Option<PathBuf>,
     ) -> Result<Self, ConfigError> {
-        let file_path = file.map(Path::to_path_buf).or_else(|| var(env::CONFIG).map(PathBuf::from));
+        let file_path = file
+            .map(Path::to_path_buf)
+            .or_else(|| var(env::CONFIG).map(PathBuf::from));
         let fc: FileConfig = match &file_path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -112,9 +114,17 @@ impl Config {
             .or_else(|| var(env::DATA_DIR).map(PathBuf::from))
             .or(fc.data_dir)
             .or_else(|| dirs::data_dir().map(|d| d.join("mlci")))
-            .ok_or_else(|| ConfigError(format!("no platform data folder; pass --data-dir or set {}", env::DATA_DIR)))?;
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "no platform data folder; pass --data-dir or set {}",
+                    env::DATA_DIR
+                ))
+            })?;
         let env_threads = match var(env::THREADS) {
-            Some(v) => Some(v.parse::<usize>().map_err(|_| ConfigError(format!("{}={v} is not a number", env::THREADS)))?),
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .map_err(|_| ConfigError(format!("{}={v} is not a number", env::THREADS)))?,
+            ),
             None => None,
         };
         let threads = threads_flag
@@ -124,13 +134,20 @@ impl Config {
         if threads == 0 {
             return Err(ConfigError("threads must be at least 1".into()));
         }
-        let db = db_flag.or_else(|| var(env::DB).map(PathBuf::from)).or(fc.db).unwrap_or_else(|| data_dir.join("mlci.db"));
+        let db = db_flag
+            .or_else(|| var(env::DB).map(PathBuf::from))
+            .or(fc.db)
+            .unwrap_or_else(|| data_dir.join("mlci.db"));
         let mut mail = fc.mail;
         if let Some(from) = var(env::MAIL_FROM) {
             mail.from = Some(from);
         }
         if let Some(to) = var(env::MAIL_TO) {
-            mail.to = to.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+            mail.to = to
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
         }
         if let Some(host) = var(env::SMTP_HOST) {
             let smtp = mail.smtp.get_or_insert_with(SmtpSection::default);
@@ -138,7 +155,10 @@ impl Config {
         }
         if let Some(smtp) = mail.smtp.as_mut() {
             if let Some(port) = var(env::SMTP_PORT) {
-                smtp.port = Some(port.parse().map_err(|_| ConfigError(format!("{}={port} is not a port", env::SMTP_PORT)))?);
+                smtp.port = Some(
+                    port.parse()
+                        .map_err(|_| ConfigError(format!("{}={port} is not a port", env::SMTP_PORT)))?,
+                );
             }
             if let Some(v) = var(env::SMTP_SECURITY) {
                 smtp.security = Some(v);
@@ -156,10 +176,18 @@ impl Config {
                 return Err(ConfigError("mail.smtp.host must not be empty".into()));
             }
         }
-        Ok(Self { data_dir, threads, db, mail })
+        Ok(Self {
+            data_dir,
+            threads,
+            db,
+            mail,
+        })
     }
 
     pub fn outbox(&self) -> PathBuf {
-        self.mail.outbox.clone().unwrap_or_else(|| self.data_dir.join("outbox"))
+        self.mail
+            .outbox
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("outbox"))
     }
 }

@@ -11,7 +11,10 @@ use crate::config::{Config, ConfigError};
 /// The notifier's settings from mlci's configuration.
 pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
     let m = &cfg.mail;
-    let mut mail = MailConfig { outbox: cfg.outbox(), ..MailConfig::default() };
+    let mut mail = MailConfig {
+        outbox: cfg.outbox(),
+        ..MailConfig::default()
+    };
     if let Some(from) = &m.from {
         mail.from = from.clone();
     }
@@ -19,12 +22,20 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
         mail.to = m.to.clone();
     }
     if let Some(s) = &m.smtp {
-        let security = match s.security.as_deref().unwrap_or("starttls").to_ascii_lowercase().as_str() {
+        let security = match s
+            .security
+            .as_deref()
+            .unwrap_or("starttls")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "starttls" => Security::StartTls,
             "tls" => Security::Tls,
             "none" => Security::None,
             other => {
-                return Err(ConfigError(format!("mail.smtp.security: `{other}` is not starttls, tls or none")))
+                return Err(ConfigError(format!(
+                    "mail.smtp.security: `{other}` is not starttls, tls or none"
+                )))
             }
         };
         let mut smtp = SmtpConfig::new(s.host.clone(), security);
@@ -34,7 +45,9 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
         smtp.username = s.username.clone();
         smtp.password = match (&s.password_env, &s.password_file) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError("mail.smtp: set password_env or password_file, not both".into()))
+                return Err(ConfigError(
+                    "mail.smtp: set password_env or password_file, not both".into(),
+                ))
             }
             (Some(var), None) => Some(Secret::Env(var.clone())),
             (None, Some(path)) => Some(Secret::File(path.clone())),
@@ -50,11 +63,18 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
 }
 
 /// Mail the outcome of `exp` with the report attached.
-pub fn notify(cfg: &Config, exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) -> anyhow::Result<()> {
+pub fn notify(
+    cfg: &Config,
+    exp: &ExperimentRecord,
+    trials: &[TrialRecord],
+    report: &Path,
+) -> anyhow::Result<()> {
     let notifier = Notifier::new(mail_config(cfg)?)?;
     let message = Notification::for_experiment(exp, trials, Some(ReportLink::Attach(report.to_path_buf())))?;
     match notifier.send(&message)? {
-        Delivery::Outbox(path) => tracing::info!(outbox = %path.display(), "result mail written to the outbox"),
+        Delivery::Outbox(path) => {
+            tracing::info!(outbox = %path.display(), "result mail written to the outbox")
+        }
         other => tracing::info!(delivery = ?other, "result mail sent"),
     }
     Ok(())

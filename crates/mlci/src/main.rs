@@ -34,10 +34,15 @@ fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     init_logging();
-    let result = Config::load(cli.config.as_deref(), cli.data_dir.clone(), cli.threads, cli.db.clone())
-        .map_err(anyhow::Error::from)
-        .and_then(|cfg| init_threads(cfg.threads).map(|()| cfg))
-        .and_then(|cfg| run(cli.command, &cfg));
+    let result = Config::load(
+        cli.config.as_deref(),
+        cli.data_dir.clone(),
+        cli.threads,
+        cli.db.clone(),
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|cfg| init_threads(cfg.threads).map(|()| cfg))
+    .and_then(|cfg| run(cli.command, &cfg));
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
@@ -248,8 +253,14 @@ fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<u8> {
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
             args.data.clone(),
         ),
-        (None, Some(data)) => (include_str!("../../../examples/experiment.yaml").to_owned(), Some(data.clone())),
-        (None, None) => (include_str!("../../../examples/demo-experiment.yaml").to_owned(), None),
+        (None, Some(data)) => (
+            include_str!("../../../examples/experiment.yaml").to_owned(),
+            Some(data.clone()),
+        ),
+        (None, None) => (
+            include_str!("../../../examples/demo-experiment.yaml").to_owned(),
+            None,
+        ),
     };
     let mut spec = mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| bad(e.to_string()))?;
     let data = match data {
@@ -266,7 +277,12 @@ fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<u8> {
                 let _ = std::fs::remove_dir_all(&tmp);
                 synth::generate(
                     &tmp,
-                    synth::SynthSpec { train_per_class: 600, validation_per_class: 200, size: size as u32, seed: 7 },
+                    synth::SynthSpec {
+                        train_per_class: 600,
+                        validation_per_class: 200,
+                        size: size as u32,
+                        seed: 7,
+                    },
                 )?;
                 std::fs::rename(&tmp, &dir).with_context(|| format!("cannot create {}", dir.display()))?;
             }
@@ -274,11 +290,17 @@ fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<u8> {
         }
     };
     let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
-    spec.dataset = Some(mlci_core::DatasetSpec { path: data.display().to_string(), val_split });
+    spec.dataset = Some(mlci_core::DatasetSpec {
+        path: data.display().to_string(),
+        val_split,
+    });
     std::fs::create_dir_all(&demo_dir).with_context(|| format!("cannot create {}", demo_dir.display()))?;
     let spec_path = demo_dir.join("experiment.json");
-    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec).expect("spec serialises"))
-        .with_context(|| format!("cannot write {}", spec_path.display()))?;
+    std::fs::write(
+        &spec_path,
+        serde_json::to_vec_pretty(&spec).expect("spec serialises"),
+    )
+    .with_context(|| format!("cannot write {}", spec_path.display()))?;
     tune::cmd_tune(
         TuneArgs {
             spec: Some(spec_path),

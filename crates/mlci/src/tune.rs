@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use mlci_core::{
-    DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState, Provenance, Store,
-    TrialRecord, TrialState,
+    DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState, Provenance,
+    Store, TrialRecord, TrialState,
 };
 use mlci_store::SqliteStore;
 use mlci_train::{DataSource, InProcessExecutor};
@@ -27,43 +27,69 @@ fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
 fn new_id(name: &str) -> String {
     let slug: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .split('-')
         .filter(|s| !s.is_empty())
         .collect::<Vec<_>>()
         .join("-");
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let mix = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
-    format!("{}-{:06x}", if slug.is_empty() { "experiment" } else { &slug }, mix & 0xff_ffff)
+    format!(
+        "{}-{:06x}",
+        if slug.is_empty() { "experiment" } else { &slug },
+        mix & 0xff_ffff
+    )
 }
 
 fn read_spec(path: &Path) -> anyhow::Result<ExperimentSpec> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     ExperimentSpec::from_yaml(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
 }
 
 /// Resolve the experiment to run: a new one from a spec, or one to resume.
 fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<ExperimentRecord> {
     match (&args.resume, &args.spec) {
-        (Some(Some(id)), _) => store
-            .experiment(id)?
-            .ok_or_else(|| bad(format!("no experiment `{id}` in the store (see `mlci experiments list`)"))),
+        (Some(Some(id)), _) => store.experiment(id)?.ok_or_else(|| {
+            bad(format!(
+                "no experiment `{id}` in the store (see `mlci experiments list`)"
+            ))
+        }),
         (Some(None), Some(path)) => {
             let spec = read_spec(path)?;
             store
                 .experiments()?
                 .into_iter()
                 .find(|e| e.spec.name == spec.name && e.state == ExperimentState::Running)
-                .ok_or_else(|| bad(format!("no unfinished experiment named `{}` to resume", spec.name)))
+                .ok_or_else(|| {
+                    bad(format!(
+                        "no unfinished experiment named `{}` to resume",
+                        spec.name
+                    ))
+                })
         }
-        (Some(None), None) => Err(bad("--resume needs an experiment id, or a spec whose latest run to resume")),
+        (Some(None), None) => Err(bad(
+            "--resume needs an experiment id, or a spec whose latest run to resume",
+        )),
         (None, None) => Err(bad("give an experiment spec (YAML or JSON), or --resume ID")),
         (None, Some(path)) => {
             let mut spec = read_spec(path)?;
             if let Some(data) = &args.data {
                 let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
-                spec.dataset = Some(DatasetSpec { path: data.display().to_string(), val_split });
+                spec.dataset = Some(DatasetSpec {
+                    path: data.display().to_string(),
+                    val_split,
+                });
             }
             let now = mlci_tune::now();
             let exp = ExperimentRecord {
@@ -92,13 +118,27 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
     let needs_data = spec.trial.executor != ExecutorKind::Subprocess;
     let dataset = match &spec.dataset {
         Some(d) => Some((PathBuf::from(&d.path), d.val_split)),
-        None if needs_data => return Err(bad("the experiment has no dataset: set dataset.path in the spec or pass --data")),
+        None if needs_data => {
+            return Err(bad(
+                "the experiment has no dataset: set dataset.path in the spec or pass --data",
+            ))
+        }
         None => None,
     };
-    let mut provenance = Provenance { mlci_version: env!("CARGO_PKG_VERSION").into(), ..Provenance::default() };
-    provenance.git_commit = args.git_commit.clone().or_else(|| std::env::var(env::GIT_COMMIT).ok());
+    let mut provenance = Provenance {
+        mlci_version: env!("CARGO_PKG_VERSION").into(),
+        ..Provenance::default()
+    };
+    provenance.git_commit = args
+        .git_commit
+        .clone()
+        .or_else(|| std::env::var(env::GIT_COMMIT).ok());
     if let Some((dir, val_split)) = &dataset {
-        let source = DataSource { dir: dir.clone(), val_split: *val_split, seed: spec.base_model().training.seed };
+        let source = DataSource {
+            dir: dir.clone(),
+            val_split: *val_split,
+            seed: spec.base_model().training.seed,
+        };
         let fp = mlci_train::data::fingerprint(&source).map_err(mlci_train::TrainError::from)?;
         tracing::info!(dataset = %dir.display(), fingerprint = %fp, "dataset");
         provenance.dataset_fingerprint = Some(fp);
@@ -107,11 +147,17 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
     let executor: Box<dyn Executor> = match spec.trial.executor {
         ExecutorKind::InProcess => Box::new(InProcessExecutor::new()),
         ExecutorKind::Subprocess => Box::new(SubprocessExecutor::default()),
-        ExecutorKind::Container => {
-            return Err(bad("trial.executor: container trials need mlci-containers, which this build does not include yet"))
-        }
+        ExecutorKind::Container => return Err(bad(
+            "trial.executor: container trials need mlci-containers, which this build does not include yet",
+        )),
     };
-    let options = TuneOptions { root: root.clone(), threads: cfg.threads, dataset, provenance, cancel: None };
+    let options = TuneOptions {
+        root: root.clone(),
+        threads: cfg.threads,
+        dataset,
+        provenance,
+        cancel: None,
+    };
     let tuner = Tuner::new(&store, executor.as_ref(), options);
     let metric = spec.objective.metric.clone();
     let exp = tuner.run(&exp.id, &|p: &Progress| match p {
@@ -120,7 +166,11 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
             None => tracing::info!(event = %e.kind, "{}", e.message),
         },
         Progress::Step { trial, step } => {
-            let value = step.values.get(&metric).map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+            let value = step
+                .values
+                .get(&metric)
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into());
             tracing::info!(trial, epoch = step.step, "{metric} {value}");
         }
     })?;
@@ -167,8 +217,16 @@ fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
 /// The table people read at the end of a Jenkins console.
 fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
     let metric = &exp.spec.objective.metric;
-    emit_plain(&format!("experiment {}: {} ({})", exp.id, exp.state.as_str(), exp.message.as_deref().unwrap_or("")));
-    emit_plain(&format!("{:>5}  {:<10} {:>12} {:>9} {:>10}  params", "trial", "state", metric, "seconds", "weights"));
+    emit_plain(&format!(
+        "experiment {}: {} ({})",
+        exp.id,
+        exp.state.as_str(),
+        exp.message.as_deref().unwrap_or("")
+    ));
+    emit_plain(&format!(
+        "{:>5}  {:<10} {:>12} {:>9} {:>10}  params",
+        "trial", "state", metric, "seconds", "weights"
+    ));
     let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
     let dir = exp.spec.objective.direction;
     sorted.sort_by(|a, b| match (a.value, b.value) {
@@ -179,7 +237,11 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
         _ => a.number.cmp(&b.number),
     });
     for t in sorted {
-        let mark = if Some(t.number) == exp.best_trial { "*" } else { " " };
+        let mark = if Some(t.number) == exp.best_trial {
+            "*"
+        } else {
+            " "
+        };
         let value = t.value.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
         let weights = t.param_count.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
         let mut params = mlci_core::describe(&t.params);
@@ -212,16 +274,26 @@ pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<
                 emit_plain(&format!("{:<32} {:<17} {:>6}  message", "id", "state", "trials"));
                 for e in &exps {
                     let n = store.trials(&e.id)?.len();
-                    emit_plain(&format!("{:<32} {:<17} {:>6}  {}", e.id, e.state.as_str(), n, e.message.as_deref().unwrap_or("")));
+                    emit_plain(&format!(
+                        "{:<32} {:<17} {:>6}  {}",
+                        e.id,
+                        e.state.as_str(),
+                        n,
+                        e.message.as_deref().unwrap_or("")
+                    ));
                 }
             }
         }
         ExperimentsCommand::Show { id, json } => {
-            let exp = store.experiment(&id)?.ok_or_else(|| bad(format!("no experiment `{id}` in the store")))?;
+            let exp = store
+                .experiment(&id)?
+                .ok_or_else(|| bad(format!("no experiment `{id}` in the store")))?;
             let trials = store.trials(&id)?;
             if json {
                 let events = store.events(&id)?;
-                crate::progress::emit(&serde_json::json!({"experiment": exp, "trials": trials, "events": events}));
+                crate::progress::emit(
+                    &serde_json::json!({"experiment": exp, "trials": trials, "events": events}),
+                );
             } else {
                 print_summary(&exp, &trials);
             }
@@ -229,4 +301,3 @@ pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<
     }
     Ok(0)
 }
-

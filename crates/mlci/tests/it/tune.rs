@@ -53,24 +53,51 @@ fn every_algorithm_tunes_real_training_and_writes_reports_and_mail() {
     for (algorithm, space) in cases {
         let spec = experiment(tmp.path(), &data, algorithm, space, "");
         let reports = tmp.path().join(format!("reports-{algorithm}"));
-        let o = run(mlci(tmp.path()).arg("tune").arg(&spec).arg("--report-dir").arg(&reports));
+        let o = run(mlci(tmp.path())
+            .arg("tune")
+            .arg(&spec)
+            .arg("--report-dir")
+            .arg(&reports));
         // Goal 0.99 on a tiny budget: spent without it (3), or met (0).
-        assert!(matches!(o.status.code(), Some(0 | 3)), "{algorithm}: {}", stderr(&o));
+        assert!(
+            matches!(o.status.code(), Some(0 | 3)),
+            "{algorithm}: {}",
+            stderr(&o)
+        );
         let result = &events(&o, "experiment")[0];
         let id = result["id"].as_str().unwrap();
         let shown = show(tmp.path(), id);
         let trials = shown["trials"].as_array().unwrap();
-        assert!(!trials.is_empty() && trials.len() <= 3, "{algorithm}: {} trials", trials.len());
-        let best = trials.iter().filter_map(|t| t["value"].as_f64()).fold(0.0, f64::max);
+        assert!(
+            !trials.is_empty() && trials.len() <= 3,
+            "{algorithm}: {} trials",
+            trials.len()
+        );
+        let best = trials
+            .iter()
+            .filter_map(|t| t["value"].as_f64())
+            .fold(0.0, f64::max);
         assert!(best > 0.7, "{algorithm}: the best trial reached only {best}");
         for t in trials {
             assert_eq!(t["state"], "completed", "{algorithm}: {t}");
-            assert!(t["provenance"]["dataset_fingerprint"].as_str().unwrap().starts_with("files="));
-            assert_eq!(t["steps"].as_array().unwrap().len() as u64, t["steps"].as_array().unwrap().last().unwrap()["step"].as_u64().unwrap());
+            assert!(t["provenance"]["dataset_fingerprint"]
+                .as_str()
+                .unwrap()
+                .starts_with("files="));
+            assert_eq!(
+                t["steps"].as_array().unwrap().len() as u64,
+                t["steps"].as_array().unwrap().last().unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            );
         }
         let params: Vec<&Value> = trials.iter().map(|t| &t["params"]).collect();
         for (i, p) in params.iter().enumerate() {
-            assert!(!params[..i].contains(p), "{algorithm}: trial {} repeats parameters {p}", i + 1);
+            assert!(
+                !params[..i].contains(p),
+                "{algorithm}: trial {} repeats parameters {p}",
+                i + 1
+            );
         }
         for f in ["report.html", "report.css", "junit.xml", "trials.csv"] {
             assert!(reports.join(f).is_file(), "{algorithm}: {f} missing");
@@ -108,8 +135,18 @@ fn trial_facts(shown: &Value) -> Vec<(u64, String, String, Vec<String>)> {
         .unwrap()
         .iter()
         .map(|t| {
-            let curve = t["steps"].as_array().unwrap().iter().map(|s| s["values"]["val_accuracy"].to_string()).collect();
-            (t["number"].as_u64().unwrap(), t["params"].to_string(), t["state"].to_string(), curve)
+            let curve = t["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["values"]["val_accuracy"].to_string())
+                .collect();
+            (
+                t["number"].as_u64().unwrap(),
+                t["params"].to_string(),
+                t["state"].to_string(),
+                curve,
+            )
         })
         .collect()
 }
@@ -120,7 +157,9 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
     let data = generated(tmp.path(), 150);
     let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }\n  filters: { type: categorical, values: [8, 16] }";
     let spec = experiment(tmp.path(), &data, "tpe", space, "");
-    let text = std::fs::read_to_string(&spec).unwrap().replace("epochs: 4", "epochs: 5");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("epochs: 4", "epochs: 5");
     std::fs::write(&spec, text).unwrap();
 
     // The uninterrupted run, in its own data folder.
@@ -132,7 +171,14 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
 
     // The same experiment, SIGKILLed while trial 2 trains its third epoch.
     let dir = tmp.path().join("killed");
-    let mut child = mlci(&dir).arg("tune").arg(&spec).arg("--no-mail").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = mlci(&dir)
+        .arg("tune")
+        .arg(&spec)
+        .arg("--no-mail")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut seen = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -143,16 +189,31 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(seen.iter().any(|l| l.contains("trial=2") && l.contains("epoch=2")), "never saw trial 2 epoch 2: {seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("trial=2") && l.contains("epoch=2")),
+        "never saw trial 2 epoch 2: {seen:?}"
+    );
 
     let o = run(mlci(&dir).arg("tune").arg(&spec).arg("--resume").arg("--no-mail"));
     assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
     let log = stderr(&o);
-    assert!(log.contains("resuming from checkpoint"), "trial 2 did not resume from its checkpoint: {log}");
+    assert!(
+        log.contains("resuming from checkpoint"),
+        "trial 2 did not resume from its checkpoint: {log}"
+    );
     let id = events(&o, "experiment")[0]["id"].as_str().unwrap().to_owned();
     let resumed = show(&dir, &id);
-    assert_eq!(trial_facts(&resumed), trial_facts(&whole), "the killed and resumed experiment differs from the uninterrupted one");
+    assert_eq!(
+        trial_facts(&resumed),
+        trial_facts(&whole),
+        "the killed and resumed experiment differs from the uninterrupted one"
+    );
     let t2 = &resumed["trials"][1];
     assert_eq!(t2["attempts"], 2, "trial 2 ran twice (killed, resumed): {t2}");
-    assert!(resumed["events"].as_array().unwrap().iter().any(|e| e["kind"] == "resumed"));
+    assert!(resumed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "resumed"));
 }
