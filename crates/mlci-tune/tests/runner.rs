@@ -293,3 +293,74 @@ fn resume_requeues_the_running_trial_and_keeps_finished_ones() {
     let events = f.store.events("resume").unwrap();
     assert!(events.iter().any(|e| e.kind == "resumed"));
 }
+
+#[test]
+fn asha_stops_trials_that_are_not_in_the_top_third_at_a_rung() {
+    let f = Fixture::new();
+    let mut spec = f.spec(
+        "budget: { max_trials: 9 }\nearly_stopping: { rule: asha, min_epochs: 1, reduction_factor: 3 }\n",
+    );
+    spec.objective.goal = None;
+    f.create("asha", spec);
+    let (exp, trials) = f.run("asha", &[]);
+    assert_eq!(exp.state, ExperimentState::BudgetExhausted);
+    let pruned = trials.iter().filter(|t| t.state == TrialState::Pruned).count();
+    assert!(
+        pruned >= 3,
+        "ASHA with eta 3 keeps about a third at each rung; pruned {pruned} of 9"
+    );
+    // The best trial ran to the end.
+    let best = &trials[exp.best_trial.unwrap() as usize - 1];
+    assert_eq!(best.steps.len(), 4);
+}
+
+#[test]
+fn the_wall_time_budget_ends_the_experiment() {
+    let f = Fixture::new();
+    let mut spec = f.spec("budget: { max_trials: 50, max_wall_seconds: 1.0 }\n");
+    spec.objective.goal = None;
+    f.create("wall", spec);
+    let (exp, trials) = f.run("wall", &[("STEP_SLEEP", "0.2")]);
+    assert_eq!(exp.state, ExperimentState::BudgetExhausted);
+    assert!(
+        exp.message.as_deref().unwrap().contains("wall-time"),
+        "{:?}",
+        exp.message
+    );
+    assert!(trials.len() < 50);
+    assert!(
+        trials.iter().all(|t| t.state.is_finished()),
+        "a trial under way is finished, not abandoned"
+    );
+}
+
+#[test]
+fn prefer_picks_the_cheapest_trial_that_meets_the_goal() {
+    let f = Fixture::new();
+    let mut spec = f.spec("");
+    let trial = |n: u32, value: f64, params: usize, seconds: f64| {
+        let mut t = TrialRecord::new(n, Params::new(), Provenance::default());
+        t.state = TrialState::Completed;
+        t.value = Some(value);
+        t.param_count = Some(params);
+        t.seconds = seconds;
+        t
+    };
+    let trials = [
+        trial(1, 0.97, 5000, 9.0),
+        trial(2, 0.96, 1000, 20.0),
+        trial(3, 0.955, 3000, 3.0),
+        trial(4, 0.5, 10, 1.0),
+    ];
+    assert_eq!(mlci_tune::best_trial(&spec, &trials), Some(1));
+    spec.objective.prefer = mlci_core::Prefer::FewestParams;
+    assert_eq!(mlci_tune::best_trial(&spec, &trials), Some(2));
+    spec.objective.prefer = mlci_core::Prefer::FewestSeconds;
+    assert_eq!(mlci_tune::best_trial(&spec, &trials), Some(3));
+    spec.objective.goal = Some(0.99);
+    assert_eq!(
+        mlci_tune::best_trial(&spec, &trials),
+        Some(1),
+        "nobody meets the goal: the best value"
+    );
+}
