@@ -208,6 +208,12 @@ struct Listing {
     validation: Vec<(PathBuf, u32)>,
 }
 
+impl Listing {
+    fn new(classes: &[String]) -> Self {
+        Self { classes: classes.to_vec(), class_dirs: vec![], train: vec![], validation: vec![] }
+    }
+}
+
 fn list(source: &DataSource) -> Result<Listing, DataError> {
     let dir = &source.dir;
     if !dir.exists() {
@@ -233,12 +239,7 @@ fn list(source: &DataSource) -> Result<Listing, DataError> {
                 validation_classes: val_classes,
             });
         }
-        let mut listing = Listing {
-            classes: classes.clone(),
-            class_dirs: vec![],
-            train: vec![],
-            validation: vec![],
-        };
+        let mut listing = Listing::new(&classes);
         for (label, class) in classes.iter().enumerate() {
             let (t, v) = (train_dir.join(class), val_dir.join(class));
             listing
@@ -264,12 +265,7 @@ fn list(source: &DataSource) -> Result<Listing, DataError> {
         });
     };
     let classes = class_folders(&base)?;
-    let mut listing = Listing {
-        classes: classes.clone(),
-        class_dirs: vec![],
-        train: vec![],
-        validation: vec![],
-    };
+    let mut listing = Listing::new(&classes);
     for (label, class) in classes.iter().enumerate() {
         let class_dir = base.join(class);
         let mut files = image_files(&class_dir)?;
