@@ -210,7 +210,12 @@ struct Listing {
 
 impl Listing {
     fn new(classes: &[String]) -> Self {
-        Self { classes: classes.to_vec(), class_dirs: vec![], train: vec![], validation: vec![] }
+        Self {
+            classes: classes.to_vec(),
+            class_dirs: vec![],
+            train: vec![],
+            validation: vec![],
+        }
     }
 }
 

@@ -141,7 +141,9 @@ pub fn train(
         history = state.history;
         best_epoch = state.best_epoch;
         stale = state.epochs_without_improvement;
-        finished = state.finished;
+        // A run stopped from outside (cancelled) continues when resumed;
+        // completed or early-stopped runs are done.
+        finished = state.finished.filter(|r| *r != StopReason::Stopped);
         tracing::info!(epoch = state.epoch, dir = %ckpt_dir.display(), "resuming from checkpoint");
     } else if opts.resume {
         tracing::info!(dir = %ckpt_dir.display(), "no checkpoint to resume from; starting from epoch 1");

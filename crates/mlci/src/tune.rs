@@ -2,6 +2,8 @@
 //! and notify.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use mlci_core::{
@@ -18,6 +20,8 @@ use crate::{bad, emit_plain};
 
 /// Exit code when the budget ran out without meeting the goal.
 pub const EXIT_GOAL_NOT_MET: u8 = 3;
+/// Exit code after SIGTERM or Ctrl-C (128 + SIGTERM, as shells report it).
+pub const EXIT_INTERRUPTED: u8 = 143;
 
 fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&cfg.db)?)
@@ -151,12 +155,18 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
             "trial.executor: container trials need mlci-containers, which this build does not include yet",
         )),
     };
+    // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop after their
+    // current epoch's checkpoint and go back to pending; `--resume` continues.
+    let cancel = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, cancel.clone()).context("cannot install the signal handler")?;
+    }
     let options = TuneOptions {
         root: root.clone(),
         threads: cfg.threads,
         dataset,
         provenance,
-        cancel: None,
+        cancel: Some(cancel.clone()),
     };
     let tuner = Tuner::new(&store, executor.as_ref(), options);
     let metric = spec.objective.metric.clone();
@@ -175,6 +185,10 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
         }
     })?;
 
+    if cancel.load(Ordering::SeqCst) {
+        tracing::warn!(experiment = %exp.id, "interrupted: running trials were checkpointed; continue with `mlci tune --resume {}`", exp.id);
+        return Ok(EXIT_INTERRUPTED);
+    }
     let trials = store.trials(&exp.id)?;
     let events = store.events(&exp.id)?;
     let report_dir = args.report_dir.clone().unwrap_or_else(|| root.join("report"));

@@ -217,3 +217,69 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
         .iter()
         .any(|e| e["kind"] == "resumed"));
 }
+
+#[test]
+fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150);
+    let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }";
+    let spec = experiment(tmp.path(), &data, "random", space, "");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("max_trials: 3", "max_trials: 2");
+    std::fs::write(&spec, text).unwrap();
+    let mut child = mlci(tmp.path())
+        .arg("tune")
+        .arg(&spec)
+        .arg("--no-mail")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut id = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("experiment=").nth(1) {
+            id = rest.split_whitespace().next().unwrap().to_owned();
+        }
+        if line.contains("trial=1") && line.contains("epoch=1") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(143), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("--resume")),
+        "the log says how to continue: {rest:?}"
+    );
+    let shown = show(tmp.path(), &id);
+    assert_eq!(shown["experiment"]["state"], "running");
+    assert_eq!(shown["trials"][0]["state"], "pending");
+    let epochs_before = shown["trials"][0]["steps"].as_array().unwrap().len();
+    assert!(epochs_before >= 1);
+
+    let o = run(mlci(tmp.path()).args(["tune", "--no-mail", "--resume", &id]));
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    let shown = show(tmp.path(), &id);
+    let t1 = &shown["trials"][0];
+    assert_eq!(t1["state"], "completed");
+    let steps: Vec<u64> = t1["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [1, 2, 3, 4],
+        "the stopped trial continued from its checkpoint"
+    );
+}
