@@ -96,6 +96,9 @@ pub fn substitute(command: &[String], params: &Params, trial_dir: &std::path::Pa
         .collect()
 }
 
+/// The stop reason of a trial that reached the goal (it completes, not prunes).
+const GOAL_REACHED: &str = "goal reached";
+
 struct Shared {
     exp: ExperimentRecord,
     trials: Vec<TrialRecord>,
@@ -446,6 +449,20 @@ impl<'a> Tuner<'a> {
         if let Some(other) = s.goal_trial.filter(|&g| g != number) {
             return Some(format!("stopped: trial {other} met the goal"));
         }
+        // This trial reached the goal: no need to train it further (its best
+        // epoch is already checkpointed as its model).
+        let value = s.trials.iter().find(|t| t.number == number).and_then(|t| t.value);
+        if let (Some(goal), Some(v), None) = (spec.objective.goal, value, s.goal_trial) {
+            if spec.objective.direction.meets(v, goal) {
+                s.goal_trial = Some(number);
+                let msg = format!(
+                    "trial {number} met the goal at step {}: {metric} {v:.4} (goal {goal})",
+                    step.step
+                );
+                self.event(s, "goal_met", Some(number), msg, progress);
+                return Some(GOAL_REACHED.into());
+            }
+        }
         let pruner = pruner?;
         let curve = s
             .trials
@@ -526,7 +543,7 @@ impl<'a> Tuner<'a> {
                         s.failed += 1;
                         ("trial_failed", msg)
                     }
-                    (Some(v), true, Some(reason)) => {
+                    (Some(v), true, Some(reason)) if reason != GOAL_REACHED => {
                         t.state = TrialState::Pruned;
                         (
                             "trial_pruned",

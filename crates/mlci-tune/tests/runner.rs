@@ -111,7 +111,17 @@ fn stops_as_soon_as_a_trial_meets_the_goal() {
         "stopped at the first success"
     );
     assert_eq!(exp.best_trial, Some(last.number));
-    assert_eq!(last.steps.len(), 4);
+    assert_eq!(last.state, TrialState::Completed);
+    let at_goal = last
+        .steps
+        .iter()
+        .position(|st| st.values["score"] >= 0.95)
+        .unwrap();
+    assert_eq!(
+        last.steps.len(),
+        at_goal + 1,
+        "the trial stopped at the step that met the goal"
+    );
     assert!(trials.len() < 40);
     let events = f.store.events("goal").unwrap();
     assert!(events.iter().any(|e| e.kind == "goal_met"));
