@@ -98,6 +98,8 @@ pub fn substitute(command: &[String], params: &Params, trial_dir: &std::path::Pa
 
 /// The stop reason of a trial that reached the goal (it completes, not prunes).
 const GOAL_REACHED: &str = "goal reached";
+/// The stop reason when the run is cancelled (the trial goes back to pending).
+const CANCELLED: &str = "cancelled";
 
 struct Shared {
     exp: ExperimentRecord,
@@ -113,6 +115,16 @@ struct Shared {
     goal_trial: Option<u32>,
     /// No more suggestions (grid or grow exhausted).
     exhausted: bool,
+    /// When this run of the loop started, and the wall seconds of earlier runs.
+    started: Instant,
+    wall_base: f64,
+}
+
+impl Shared {
+    /// Wall seconds over every run of the loop, this one included.
+    fn wall_seconds(&self) -> f64 {
+        self.wall_base + self.started.elapsed().as_secs_f64()
+    }
 }
 
 /// Runs experiments against a store and an executor.
@@ -176,7 +188,7 @@ impl<'a> Tuner<'a> {
         let spec = exp.spec.clone();
         let mut trials = self.store.trials(id)?;
         let failed = trials.iter().filter(|t| t.state == TrialState::Failed).count();
-        let goal_trial = spec.objective.goal.and_then(|goal| {
+        let mut goal_trial = spec.objective.goal.and_then(|goal| {
             trials
                 .iter()
                 .filter(|t| t.state == TrialState::Completed)
@@ -185,16 +197,41 @@ impl<'a> Tuner<'a> {
         });
         let resumed = !trials.is_empty();
         for t in trials.iter_mut().filter(|t| t.state == TrialState::Running) {
-            t.state = TrialState::Pending;
+            // A kill may have landed after this trial's recorded steps met the
+            // goal: then it is done. Otherwise it is re-queued, to continue
+            // from its checkpoint.
+            t.value = objective_value(&spec, &t.steps, &Default::default());
+            let met = spec
+                .objective
+                .goal
+                .zip(t.value)
+                .is_some_and(|(g, v)| spec.objective.direction.meets(v, g));
+            if met && goal_trial.is_none() {
+                t.state = TrialState::Completed;
+                goal_trial = Some(t.number);
+            } else {
+                t.state = TrialState::Pending;
+            }
             self.store.upsert_trial(id, t)?;
         }
+        let stop = (failed > spec.budget.max_failed_trials && goal_trial.is_none()).then(|| {
+            let msg = format!(
+                "{failed} trial(s) failed, more than budget.max_failed_trials ({})",
+                spec.budget.max_failed_trials
+            );
+            (ExperimentState::Failed, msg)
+        });
+        let started = Instant::now();
+        let wall_base = exp.wall_seconds;
         let shared = Mutex::new(Shared {
             exp,
             sampler: sampler_for(&spec),
             trials,
             claimed: Vec::new(),
-            stop: None,
+            stop,
             failed,
+            started,
+            wall_base,
             goal_trial,
             exhausted: false,
         });
@@ -223,23 +260,13 @@ impl<'a> Tuner<'a> {
         let pruner = spec.early_stopping.as_ref().map(pruner_for);
         let parallel = spec.budget.parallel_trials.max(1);
         let threads_per_trial = (self.options.threads / parallel).max(1);
-        let started = Instant::now();
         std::thread::scope(|scope| {
             for _ in 0..parallel {
-                scope.spawn(|| {
-                    self.worker(
-                        &spec,
-                        &shared,
-                        pruner.as_deref(),
-                        threads_per_trial,
-                        started,
-                        progress,
-                    )
-                });
+                scope.spawn(|| self.worker(&spec, &shared, pruner.as_deref(), threads_per_trial, progress));
             }
         });
         let mut s = shared.into_inner().expect("tuner state");
-        self.finish(&spec, &mut s, started, progress)?;
+        self.finish(&spec, &mut s, progress)?;
         Ok(s.exp)
     }
 
@@ -255,14 +282,13 @@ impl<'a> Tuner<'a> {
         &self,
         spec: &ExperimentSpec,
         s: &mut Shared,
-        started: Instant,
         progress: &dyn Fn(&Progress),
-    ) -> Option<u32> {
+    ) -> Option<(u32, bool)> {
         if s.stop.is_some() || s.goal_trial.is_some() || self.cancelled() {
             return None;
         }
         if let Some(max) = spec.budget.max_wall_seconds {
-            if s.exp.wall_seconds + started.elapsed().as_secs_f64() >= max {
+            if s.wall_seconds() >= max {
                 s.stop = Some((
                     ExperimentState::BudgetExhausted,
                     format!("wall-time budget of {max} s spent"),
@@ -287,7 +313,11 @@ impl<'a> Tuner<'a> {
                 }
                 let number = s.trials.len() as u32 + 1;
                 let Some(params) = s.sampler.suggest(number, &s.trials) else {
-                    s.exhausted = true;
+                    // Grow may have nothing to propose only until the running
+                    // trials end: exhausted once nothing runs.
+                    if s.claimed.is_empty() {
+                        s.exhausted = true;
+                    }
                     return None;
                 };
                 let provenance = Provenance {
@@ -309,7 +339,13 @@ impl<'a> Tuner<'a> {
             .find(|t| t.number == number)
             .expect("claimed trial exists");
         t.state = TrialState::Running;
-        t.attempts += 1;
+        // A trial that ran before continues from its checkpoint. An attempt
+        // is a run after a failure; continuing after a kill or an interrupt
+        // is the same attempt (so it does not use up `max_retries`).
+        let resume = t.attempts > 0;
+        if t.attempts == 0 || t.failure.is_some() {
+            t.attempts += 1;
+        }
         let attempt = t.attempts;
         let params = mlci_core::describe(&t.params);
         if let Err(e) = self.store.upsert_trial(&s.exp.id, t) {
@@ -329,7 +365,7 @@ impl<'a> Tuner<'a> {
             format!("{what}{params}"),
             progress,
         );
-        Some(number)
+        Some((number, resume))
     }
 
     fn request(
@@ -338,6 +374,7 @@ impl<'a> Tuner<'a> {
         s: &Shared,
         number: u32,
         threads: usize,
+        resume: bool,
     ) -> Result<TrialRequest, Failure> {
         let t = s
             .trials
@@ -370,8 +407,7 @@ impl<'a> Tuner<'a> {
             workdir,
             dataset: self.options.dataset.clone(),
             threads,
-            // A re-queued or retried trial continues from its checkpoint.
-            resume: t.attempts > 1 || !t.steps.is_empty(),
+            resume,
             timeout_seconds: spec.trial.timeout_seconds,
         })
     }
@@ -382,16 +418,15 @@ impl<'a> Tuner<'a> {
         shared: &Mutex<Shared>,
         pruner: Option<&dyn Pruner>,
         threads: usize,
-        started: Instant,
         progress: &(dyn Fn(&Progress) + Sync),
     ) {
         loop {
             let (number, request) = {
                 let mut s = shared.lock().expect("tuner state");
-                let Some(number) = self.claim(spec, &mut s, started, progress) else {
+                let Some((number, resume)) = self.claim(spec, &mut s, progress) else {
                     return;
                 };
-                (number, self.request(spec, &s, number, threads))
+                (number, self.request(spec, &s, number, threads, resume))
             };
             let mut pruned_by: Option<String> = None;
             let result = request.and_then(|request| {
@@ -444,7 +479,7 @@ impl<'a> Tuner<'a> {
             step: step.clone(),
         });
         if self.cancelled() {
-            return Some("cancelled".into());
+            return Some(CANCELLED.into());
         }
         if let Some(other) = s.goal_trial.filter(|&g| g != number) {
             return Some(format!("stopped: trial {other} met the goal"));
@@ -504,8 +539,10 @@ impl<'a> Tuner<'a> {
             .iter_mut()
             .find(|t| t.number == number)
             .expect("trial exists");
+        let interrupted = pruned_by.as_deref() == Some(CANCELLED);
         let (kind, message) = match result {
-            Ok(_) if cancelled => {
+            Ok(out) if out.stopped && interrupted => {
+                t.seconds += out.seconds;
                 t.state = TrialState::Pending;
                 (
                     "trial_interrupted",
@@ -526,12 +563,31 @@ impl<'a> Tuner<'a> {
                         .display()
                         .to_string(),
                 );
-                if !out.steps.is_empty() {
-                    // The executor's full history (it may include steps from before a resume).
-                    t.steps = out.steps.clone();
+                if let Some(first) = out.steps.first().map(|st| st.step) {
+                    // The executor's history, after what the store has from
+                    // before a resume; recorded, so store and memory agree.
+                    t.steps.retain(|st| st.step < first);
+                    t.steps.extend(out.steps.iter().cloned());
+                    let write = self.store.truncate_steps(&id, number, 0).and_then(|()| {
+                        t.steps
+                            .iter()
+                            .try_for_each(|st| self.store.record_step(&id, number, st))
+                    });
+                    if let Err(e) = write {
+                        tracing::error!("{e}");
+                    }
                 }
                 t.value = objective_value(spec, &t.steps, &out.final_values);
                 match (t.value, out.stopped, pruned_by) {
+                    (None, true, Some(reason)) => {
+                        // Stopped (another trial met the goal) before it
+                        // reported the objective: not a failure of its own.
+                        t.state = TrialState::Pruned;
+                        (
+                            "trial_pruned",
+                            format!("{reason}; no {} yet", spec.objective.metric),
+                        )
+                    }
                     (None, _, _) => {
                         t.state = TrialState::Failed;
                         let f = Failure::new(
@@ -587,6 +643,17 @@ impl<'a> Tuner<'a> {
         if let Err(e) = self.store.upsert_trial(&id, &record) {
             s.stop = Some((ExperimentState::Failed, e.to_string()));
         }
+        if s.goal_trial == Some(number) && record.state != TrialState::Completed {
+            // It met the goal at a step but did not end well (e.g. crashed
+            // writing its outputs): the goal is not met yet.
+            s.goal_trial = None;
+        }
+        // Keep the wall time in the store, so a kill does not reset the budget.
+        s.exp.wall_seconds = s.wall_seconds();
+        s.exp.updated_at = now();
+        if let Err(e) = self.store.update_experiment(&s.exp) {
+            tracing::error!("{e}");
+        }
         self.event(s, kind, Some(number), message, progress);
         if record.state == TrialState::Completed && s.goal_trial.is_none() {
             if let (Some(goal), Some(v)) = (spec.objective.goal, record.value) {
@@ -613,10 +680,9 @@ impl<'a> Tuner<'a> {
         &self,
         spec: &ExperimentSpec,
         s: &mut Shared,
-        started: Instant,
         progress: &dyn Fn(&Progress),
     ) -> Result<(), TuneError> {
-        s.exp.wall_seconds += started.elapsed().as_secs_f64();
+        s.exp.wall_seconds = s.wall_seconds();
         s.exp.updated_at = now();
         s.exp.best_trial = best_trial(spec, &s.trials);
         let best = s

@@ -24,6 +24,8 @@ use mlci_core::{Control, Executor, Failure, FailureKind, StepMetrics, TrialOutpu
 pub struct SubprocessExecutor {
     /// Extra environment for every trial.
     pub env: Vec<(String, String)>,
+    /// Variables trials must not inherit (e.g. the one holding a password).
+    pub env_remove: Vec<String>,
 }
 
 /// Parse one output line into metrics, if it holds any.
@@ -126,6 +128,9 @@ impl Executor for SubprocessExecutor {
                 .collect();
             cmd.env(format!("MLCI_PARAM_{name}"), v.to_string());
         }
+        for k in &self.env_remove {
+            cmd.env_remove(k);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
@@ -180,9 +185,13 @@ impl Executor for SubprocessExecutor {
                             values,
                             seconds,
                         };
+                        if stopped {
+                            // Output after the stop is logged, not collected.
+                            continue;
+                        }
                         steps.retain(|s| s.step < step);
                         steps.push(m.clone());
-                        if !stopped && on_step(&m) == Control::Stop {
+                        if on_step(&m) == Control::Stop {
                             stopped = true;
                             terminate(&mut child);
                         }

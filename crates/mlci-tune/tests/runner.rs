@@ -15,7 +15,7 @@ use mlci_tune::{SubprocessExecutor, TuneOptions, Tuner};
 const SCRIPT: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
 x=${MLCI_PARAM_X}
-echo "started x=$x resume=${MLCI_RESUME}" >&2
+echo "started x=$x resume=${MLCI_RESUME} secret=${MLCI_TEST_SECRET:-absent}" >&2
 case "${BEHAVIOUR:-}" in
   crash-high) awk -v x="$x" 'BEGIN{exit !(x > 0.5)}' && { echo "boom" >&2; exit 1; } ;;
   badspec) exit 2 ;;
@@ -72,6 +72,7 @@ impl Fixture {
     fn run(&self, id: &str, env: &[(&str, &str)]) -> (ExperimentRecord, Vec<TrialRecord>) {
         let executor = SubprocessExecutor {
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env_remove: vec!["MLCI_TEST_SECRET".into()],
         };
         let options = TuneOptions {
             root: self.root(id),
@@ -289,7 +290,10 @@ fn resume_requeues_the_running_trial_and_keeps_finished_ones() {
     assert_eq!(exp.state, ExperimentState::BudgetExhausted);
     assert_eq!(numbers(&trials), [1, 2, 3]);
     assert_eq!(trials[0], done, "a finished trial is never re-run");
-    assert_eq!(trials[1].attempts, 2);
+    assert_eq!(
+        trials[1].attempts, 1,
+        "continuing after a kill is the same attempt"
+    );
     assert_eq!(trials[1].state, TrialState::Completed);
     assert_eq!(
         trials[1].params, running.params,
@@ -373,4 +377,18 @@ fn prefer_picks_the_cheapest_trial_that_meets_the_goal() {
         Some(1),
         "nobody meets the goal: the best value"
     );
+}
+
+#[test]
+fn trials_do_not_inherit_variables_named_secret() {
+    // SAFETY-free in edition 2021; no other test reads this variable.
+    std::env::set_var("MLCI_TEST_SECRET", "hunter2");
+    let f = Fixture::new();
+    let mut spec = f.spec("budget: { max_trials: 1 }\n");
+    spec.objective.goal = None;
+    f.create("secret", spec);
+    let (_, trials) = f.run("secret", &[]);
+    assert_eq!(trials[0].state, TrialState::Completed);
+    let log = std::fs::read_to_string(f.root("secret").join("trials/1/trial.log")).unwrap();
+    assert!(log.contains("secret=absent") && !log.contains("hunter2"), "{log}");
 }

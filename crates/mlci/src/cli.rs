@@ -52,7 +52,7 @@ pub enum Command {
     Experiments(ExperimentsCommand),
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct TuneArgs {
     /// Experiment spec (YAML or JSON). See examples/experiment.yaml.
     #[arg(value_name = "SPEC")]

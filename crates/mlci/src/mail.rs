@@ -62,14 +62,18 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
     Ok(mail)
 }
 
+/// The notifier for mlci's configuration; bad settings are errors naming the field.
+pub fn notifier(cfg: &Config) -> anyhow::Result<Notifier> {
+    Ok(Notifier::new(mail_config(cfg)?)?)
+}
+
 /// Mail the outcome of `exp` with the report attached.
 pub fn notify(
-    cfg: &Config,
+    notifier: &Notifier,
     exp: &ExperimentRecord,
     trials: &[TrialRecord],
     report: &Path,
 ) -> anyhow::Result<()> {
-    let notifier = Notifier::new(mail_config(cfg)?)?;
     let message = Notification::for_experiment(exp, trials, Some(ReportLink::Attach(report.to_path_buf())))?;
     match notifier.send(&message)? {
         Delivery::Outbox(path) => {

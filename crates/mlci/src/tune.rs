@@ -64,6 +64,15 @@ fn read_spec(path: &Path) -> anyhow::Result<ExperimentSpec> {
 /// Resolve the experiment to run: a new one from a spec, or one to resume.
 fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<ExperimentRecord> {
     match (&args.resume, &args.spec) {
+        // `--resume spec.yaml`: the value is the spec, not an id.
+        (Some(Some(id)), None) if Path::new(id).is_file() => experiment_to_run(
+            &TuneArgs {
+                resume: Some(None),
+                spec: Some(PathBuf::from(id)),
+                ..args.clone()
+            },
+            store,
+        ),
         (Some(Some(id)), _) => store.experiment(id)?.ok_or_else(|| {
             bad(format!(
                 "no experiment `{id}` in the store (see `mlci experiments list`)"
@@ -148,9 +157,24 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
         provenance.dataset_fingerprint = Some(fp);
     }
     let root = cfg.data_dir.join("experiments").join(&exp.id);
+    // Check the mail settings now, not after hours of training.
+    let notifier = if args.no_mail {
+        None
+    } else {
+        Some(crate::mail::notifier(cfg)?)
+    };
     let executor: Box<dyn Executor> = match spec.trial.executor {
         ExecutorKind::InProcess => Box::new(InProcessExecutor::new()),
-        ExecutorKind::Subprocess => Box::new(SubprocessExecutor::default()),
+        // Trials never see the variable that holds the SMTP password.
+        ExecutorKind::Subprocess => Box::new(SubprocessExecutor {
+            env_remove: cfg
+                .mail
+                .smtp
+                .iter()
+                .filter_map(|s| s.password_env.clone())
+                .collect(),
+            ..SubprocessExecutor::default()
+        }),
         ExecutorKind::Container => return Err(bad(
             "trial.executor: container trials need mlci-containers, which this build does not include yet",
         )),
@@ -185,7 +209,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
         }
     })?;
 
-    if cancel.load(Ordering::SeqCst) {
+    if exp.state == ExperimentState::Running && cancel.load(Ordering::SeqCst) {
         tracing::warn!(experiment = %exp.id, "interrupted: running trials were checkpointed; continue with `mlci tune --resume {}`", exp.id);
         return Ok(EXIT_INTERRUPTED);
     }
@@ -195,10 +219,14 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
     let files = mlci_report::write_reports(&report_dir, &exp, &trials, &events)
         .with_context(|| format!("cannot write the report to {}", report_dir.display()))?;
     tracing::info!(report = %files.html.display(), junit = %files.junit.display(), "report written");
-    if args.no_mail {
-        tracing::info!("mail skipped (--no-mail)");
-    } else if exp.state != ExperimentState::Running {
-        crate::mail::notify(cfg, &exp, &trials, &files.html)?;
+    match &notifier {
+        None => tracing::info!("mail skipped (--no-mail)"),
+        // A mail that cannot be sent is reported; the exit code stays the experiment's.
+        Some(n) => {
+            if let Err(e) = crate::mail::notify(n, &exp, &trials, &files.html) {
+                tracing::error!("the result mail could not be sent: {e:#}");
+            }
+        }
     }
     print_summary(&exp, &trials);
     emit_result(&exp, &trials, &files.html);

@@ -1,0 +1,680 @@
+//! The blocking facade over bollard: connect, build, run one container.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use mlci_core::{Control, Failure, FailureKind};
+
+use crate::{BuildContext, ContainerError, CONTAINER_USER};
+
+/// Where the Engine is when `DOCKER_HOST` is not set.
+pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Seconds to wait for the Engine to answer a request's headers.
+const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+
+/// A connection to one Docker Engine. Blocking: every method runs its
+/// request to completion on the engine's own current-thread runtime, so it
+/// can be called from the tuner's worker threads (several at once).
+pub struct Engine {
+    docker: Docker,
+    runtime: tokio::runtime::Runtime,
+    host: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bind mount from the host into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl Mount {
+    /// A read-write bind mount (the trial folder at `/work`).
+    pub fn rw(source: impl Into<PathBuf>, target: &str) -> Self {
+        Self {
+            source: source.into(),
+            target: target.to_owned(),
+            read_only: false,
+        }
+    }
+
+    /// A read-only bind mount (the dataset at `/data`: mounted, never copied).
+    pub fn ro(source: impl Into<PathBuf>, target: &str) -> Self {
+        Self {
+            read_only: true,
+            ..Self::rw(source, target)
+        }
+    }
+}
+
+/// The `mlci.*` labels every container mlci starts carries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrialLabels {
+    pub experiment: String,
+    pub trial: String,
+    /// The model kind (`cnn/mlci`, `cnn/keras`, …).
+    pub kind: String,
+    /// Which mlci instance owns it (for adoption and cleanup after a crash).
+    pub owner: String,
+}
+
+impl TrialLabels {
+    fn to_map(&self) -> HashMap<String, String> {
+        [
+            ("mlci.experiment", &self.experiment),
+            ("mlci.trial", &self.trial),
+            ("mlci.kind", &self.kind),
+            ("mlci.owner", &self.owner),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+}
+
+/// One container to run to its end.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// argv; the image's entrypoint is replaced by `command[0]`.
+    pub command: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub labels: TrialLabels,
+    pub mounts: Vec<Mount>,
+    /// CPU limit in cores (`nano_cpus`).
+    pub cpus: Option<f64>,
+    /// Memory limit in bytes (swap limited to the same, so no swapping).
+    pub memory_bytes: Option<u64>,
+    /// `uid:gid`; never root.
+    pub user: String,
+    /// Bridge networking; `false` (the default) means network `none`.
+    pub network: bool,
+    /// Killed after this long (classified [`FailureKind::Timeout`]).
+    pub timeout: Option<Duration>,
+    /// Every output line (stdout and stderr) is appended here too.
+    pub log_file: Option<PathBuf>,
+}
+
+impl ContainerSpec {
+    pub fn new(image: impl Into<String>, command: Vec<String>) -> Self {
+        Self {
+            image: image.into(),
+            command,
+            env: Vec::new(),
+            labels: TrialLabels::default(),
+            mounts: Vec::new(),
+            cpus: None,
+            memory_bytes: None,
+            user: CONTAINER_USER.to_owned(),
+            network: false,
+            timeout: None,
+            log_file: None,
+        }
+    }
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub container_id: String,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    /// The line callback asked it to stop, and it was killed.
+    pub stopped: bool,
+    pub timed_out: bool,
+    pub seconds: f64,
+}
+
+impl RunOutcome {
+    /// The failure class of this end, or `None` for success (or a requested stop).
+    pub fn failure(&self) -> Option<Failure> {
+        if self.stopped {
+            return None;
+        }
+        let id = short(&self.container_id);
+        if self.timed_out {
+            return Some(Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "container {id} ran past its timeout after {:.0} s and was killed",
+                    self.seconds
+                ),
+            ));
+        }
+        classify_exit(self.exit_code, self.oom_killed).map(|kind| {
+            let why = match kind {
+                FailureKind::OutOfMemory => "was killed for memory (OOMKilled)".to_owned(),
+                FailureKind::Killed => "was killed (SIGKILL, exit 137)".to_owned(),
+                FailureKind::BadSpec => "rejected its input (exit 2)".to_owned(),
+                _ => format!("exited with code {}", self.exit_code),
+            };
+            Failure::new(kind, format!("container {id} {why}"))
+        })
+    }
+}
+
+/// Map a container's exit to the tuner's failure classes: OOMKilled →
+/// out of memory, 137 (SIGKILL from outside) → killed, 2 → bad spec (mlci's
+/// bad-input code), other non-zero → crashed, 0 → none.
+pub fn classify_exit(exit_code: i64, oom_killed: bool) -> Option<FailureKind> {
+    match (exit_code, oom_killed) {
+        (_, true) => Some(FailureKind::OutOfMemory),
+        (0, false) => None,
+        (137, false) => Some(FailureKind::Killed),
+        (2, false) => Some(FailureKind::BadSpec),
+        _ => Some(FailureKind::Crashed),
+    }
+}
+
+/// A container carrying an `mlci.owner` label (found on start, after a crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    pub id: String,
+    pub name: String,
+    /// `running`, `exited`, `created`, …
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Splits a chunked byte stream into lines.
+#[derive(Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8], mut each: impl FnMut(&str)) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=i).collect();
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            each(text.trim_end_matches('\r'));
+        }
+    }
+
+    fn finish(&mut self, mut each: impl FnMut(&str)) {
+        if !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending.clear();
+            each(&text);
+        }
+    }
+}
+
+impl Engine {
+    /// Connect to the Engine at `host` (`unix:///…` or `tcp://…`; `None`: the
+    /// default socket) and check that it answers. The binary passes
+    /// `DOCKER_HOST`; this crate never reads the environment.
+    pub fn connect(host: Option<&str>) -> Result<Self, ContainerError> {
+        let host = host.filter(|h| !h.is_empty()).unwrap_or(DEFAULT_HOST).to_owned();
+        let unreachable = |message: String| ContainerError::Unreachable {
+            host: host.clone(),
+            message,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|e| ContainerError::engine("starting the async runtime", e))?;
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            if !std::path::Path::new(path).exists() {
+                return Err(unreachable(format!("no socket at {path}")));
+            }
+            Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECONDS, bollard::API_DEFAULT_VERSION)
+        } else {
+            return Err(unreachable("unsupported scheme (use unix:// or tcp://)".into()));
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        // Speak the Engine's API version when it is older than bollard's.
+        let docker = runtime
+            .block_on(async {
+                docker.ping().await?;
+                docker.negotiate_version().await
+            })
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Self {
+            docker,
+            runtime,
+            host,
+        })
+    }
+
+    /// Where this engine was reached.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Check that the Engine still answers.
+    pub fn ping(&self) -> Result<(), ContainerError> {
+        self.runtime
+            .block_on(self.docker.ping())
+            .map(drop)
+            .map_err(|e| ContainerError::Unreachable {
+                host: self.host.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// The image's id (`sha256:…`, the digest of its configuration), or `None` when absent.
+    pub fn image_id(&self, tag: &str) -> Result<Option<String>, ContainerError> {
+        match self.runtime.block_on(self.docker.inspect_image(tag)) {
+            Ok(image) => Ok(image.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(ContainerError::engine(format!("inspecting image {tag}"), e)),
+        }
+    }
+
+    pub fn image_exists(&self, tag: &str) -> Result<bool, ContainerError> {
+        Ok(self.image_id(tag)?.is_some())
+    }
+
+    /// Build `dockerfile` (a name inside `context`) as `tag`, sending the
+    /// context as a tar stream; each build log line goes to `on_log`. Returns
+    /// the image id. Nothing is pulled: base images must be local (`FROM scratch` needs none).
+    pub fn build_image(
+        &self,
+        context: &BuildContext,
+        dockerfile: &str,
+        tag: &str,
+        on_log: &mut dyn FnMut(&str),
+    ) -> Result<String, ContainerError> {
+        let tar = context.to_tar()?;
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(tag)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let build_err = |message: String| ContainerError::Build {
+            tag: tag.to_owned(),
+            message,
+        };
+        self.runtime.block_on(async {
+            let mut stream =
+                std::pin::pin!(self
+                    .docker
+                    .build_image(options, None, Some(bollard::body_full(tar.into()))));
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|e| build_err(e.to_string()))?;
+                if let Some(detail) = info.error_detail {
+                    return Err(build_err(detail.message.unwrap_or_default()));
+                }
+                if let Some(text) = info.stream.as_deref() {
+                    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                        on_log(line);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        self.image_id(tag)?
+            .ok_or_else(|| build_err("the build ended but the image is missing".into()))
+    }
+
+    /// The id of `tag`, building it from `context()` first when it is missing
+    /// (nothing is pulled). The context is only gathered when needed.
+    pub fn ensure_image(
+        &self,
+        tag: &str,
+        context: impl FnOnce() -> Result<BuildContext, ContainerError>,
+        dockerfile: &str,
+        on_log: &mut dyn FnMut(&str),
+    ) -> Result<String, ContainerError> {
+        if let Some(id) = self.image_id(tag)? {
+            return Ok(id);
+        }
+        tracing::info!(image = tag, "image missing; building it");
+        self.build_image(&context()?, dockerfile, tag, on_log)
+    }
+
+    /// Remove an image tag (the image itself once no tag is left).
+    pub fn remove_image(&self, tag_or_id: &str) -> Result<(), ContainerError> {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        self.runtime
+            .block_on(self.docker.remove_image(tag_or_id, Some(options), None))
+            .map(drop)
+            .map_err(|e| ContainerError::engine(format!("removing image {tag_or_id}"), e))
+    }
+
+    /// Containers labelled with `mlci.owner=<owner>`, running or not.
+    pub fn leftovers(&self, owner: &str) -> Result<Vec<Leftover>, ContainerError> {
+        let filters = HashMap::from([("label".to_owned(), vec![format!("mlci.owner={owner}")])]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .runtime
+            .block_on(self.docker.list_containers(Some(options)))
+            .map_err(|e| ContainerError::engine("listing containers", e))?;
+        Ok(list
+            .into_iter()
+            .map(|c| Leftover {
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
+    /// Send SIGKILL to a container (no error if it has already stopped).
+    pub fn kill(&self, id: &str) -> Result<(), ContainerError> {
+        self.runtime.block_on(kill(&self.docker, id))
+    }
+
+    /// Remove a container, killing it first if it runs.
+    pub fn remove_container(&self, id: &str) -> Result<(), ContainerError> {
+        self.runtime.block_on(remove(&self.docker, id))
+    }
+
+    /// Create and start a container from `spec`, hand each stdout line to
+    /// `on_line` (a [`Control::Stop`] kills the container), wait for its end,
+    /// remove it, and say how it ended. `on_start` gets the container id as
+    /// soon as it runs.
+    pub fn run_trial(
+        &self,
+        spec: &ContainerSpec,
+        on_start: &mut dyn FnMut(&str),
+        on_line: &mut dyn FnMut(&str) -> Control,
+    ) -> Result<RunOutcome, ContainerError> {
+        for m in &spec.mounts {
+            if !m.source.exists() {
+                return Err(ContainerError::MissingMount {
+                    path: m.source.clone(),
+                    target: m.target.clone(),
+                });
+            }
+        }
+        if spec
+            .user
+            .split(':')
+            .next()
+            .is_some_and(|u| u == "0" || u == "root")
+        {
+            return Err(ContainerError::engine(
+                "creating a container",
+                format!("refusing to run {} as root (user {})", spec.image, spec.user),
+            ));
+        }
+        let mut log = match &spec.log_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(ContainerError::io(path))?,
+            ),
+            None => None,
+        };
+        let body = create_body(spec)?;
+        let docker = &self.docker;
+        self.runtime.block_on(async {
+            let created = docker
+                .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
+                .await
+                .map_err(|e| {
+                    ContainerError::engine(format!("creating a container from {}", spec.image), e)
+                })?;
+            let id = created.id;
+            let result = run_created(docker, &id, spec, log.as_mut(), on_start, on_line).await;
+            // Always remove it, whatever happened; report the first error.
+            let removed = remove(docker, &id).await;
+            let outcome = result?;
+            removed?;
+            Ok(outcome)
+        })
+    }
+}
+
+fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, ContainerError> {
+    let mut binds = Vec::new();
+    for m in &spec.mounts {
+        let source = m.source.canonicalize().map_err(ContainerError::io(&m.source))?;
+        let source = source.to_str().ok_or_else(|| {
+            ContainerError::engine("bind mount", format!("{} is not UTF-8", source.display()))
+        })?;
+        binds.push(format!(
+            "{source}:{}:{}",
+            m.target,
+            if m.read_only { "ro" } else { "rw" }
+        ));
+    }
+    let memory = spec.memory_bytes.map(|b| b.min(i64::MAX as u64) as i64);
+    let host_config = HostConfig {
+        binds: Some(binds),
+        nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
+        memory,
+        // Same as memory: no swap, so an over-budget trial is OOM-killed, not slowed.
+        memory_swap: memory,
+        network_mode: Some(if spec.network { "bridge" } else { "none" }.to_owned()),
+        security_opt: Some(vec!["no-new-privileges".to_owned()]),
+        cap_drop: Some(vec!["ALL".to_owned()]),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([("/tmp".to_owned(), "rw,size=64m".to_owned())])),
+        pids_limit: Some(4096),
+        ..Default::default()
+    };
+    let (entrypoint, cmd) = match spec.command.split_first() {
+        Some((first, rest)) => (Some(vec![first.clone()]), Some(rest.to_vec())),
+        None => (None, None),
+    };
+    Ok(ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint,
+        cmd,
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(spec.labels.to_map()),
+        user: Some(spec.user.clone()),
+        working_dir: None,
+        network_disabled: Some(!spec.network),
+        host_config: Some(host_config),
+        ..Default::default()
+    })
+}
+
+async fn run_created(
+    docker: &Docker,
+    id: &str,
+    spec: &ContainerSpec,
+    mut log: Option<&mut std::fs::File>,
+    on_start: &mut dyn FnMut(&str),
+    on_line: &mut dyn FnMut(&str) -> Control,
+) -> Result<RunOutcome, ContainerError> {
+    let started = Instant::now();
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|e| {
+            ContainerError::engine(format!("starting container {} ({})", short(id), spec.image), e)
+        })?;
+    tracing::debug!(container = short(id), image = %spec.image, "container started");
+    on_start(id);
+    let options = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = std::pin::pin!(docker.logs(id, Some(options)));
+    let (mut out, mut err) = (Lines::default(), Lines::default());
+    let (mut stopped, mut timed_out) = (false, false);
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut write_log = |line: &str| {
+        if let Some(f) = log.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    };
+    loop {
+        let next = match deadline {
+            Some(deadline) if !timed_out => match tokio::time::timeout_at(deadline, logs.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    timed_out = true;
+                    tracing::warn!(container = short(id), "trial timed out; killing its container");
+                    kill(docker, id).await?;
+                    continue;
+                }
+            },
+            _ => logs.next().await,
+        };
+        match next {
+            None => break,
+            Some(Err(e)) => {
+                tracing::warn!(container = short(id), error = %e, "log stream broke");
+                break;
+            }
+            Some(Ok(LogOutput::StdOut { message })) => {
+                let mut stop = false;
+                out.push(&message, |line| {
+                    write_log(line);
+                    if !stopped && !stop && on_line(line) == Control::Stop {
+                        stop = true;
+                    }
+                });
+                if stop {
+                    stopped = true;
+                    kill(docker, id).await?;
+                }
+            }
+            Some(Ok(LogOutput::StdErr { message })) => err.push(&message, &mut write_log),
+            Some(Ok(_)) => {}
+        }
+    }
+    out.finish(|line| {
+        write_log(line);
+        if !stopped {
+            let _ = on_line(line);
+        }
+    });
+    err.finish(&mut write_log);
+    let options = WaitContainerOptionsBuilder::default()
+        .condition("not-running")
+        .build();
+    let mut wait = std::pin::pin!(docker.wait_container(id, Some(options)));
+    let exit_code = match wait.next().await {
+        Some(Ok(r)) => r.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(e)) => {
+            return Err(ContainerError::engine(
+                format!("waiting for container {}", short(id)),
+                e,
+            ))
+        }
+        None => -1,
+    };
+    let inspect = docker
+        .inspect_container(id, None::<bollard::query_parameters::InspectContainerOptions>)
+        .await
+        .map_err(|e| ContainerError::engine(format!("inspecting container {}", short(id)), e))?;
+    let state = inspect.state.unwrap_or_default();
+    Ok(RunOutcome {
+        container_id: id.to_owned(),
+        exit_code: state.exit_code.unwrap_or(exit_code),
+        oom_killed: state.oom_killed.unwrap_or(false),
+        stopped,
+        timed_out,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn kill(docker: &Docker, id: &str) -> Result<(), ContainerError> {
+    let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+    match docker.kill_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        // 409: not running any more; 404: already gone.
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(ContainerError::engine(
+            format!("killing container {}", short(id)),
+            e,
+        )),
+    }
+}
+
+async fn remove(docker: &Docker, id: &str) -> Result<(), ContainerError> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(e) => Err(ContainerError::engine(
+            format!("removing container {}", short(id)),
+            e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_map_to_failure_classes() {
+        assert_eq!(classify_exit(0, false), None);
+        assert_eq!(classify_exit(137, false), Some(FailureKind::Killed));
+        assert_eq!(classify_exit(137, true), Some(FailureKind::OutOfMemory));
+        assert_eq!(classify_exit(2, false), Some(FailureKind::BadSpec));
+        assert_eq!(classify_exit(1, false), Some(FailureKind::Crashed));
+        assert_eq!(classify_exit(139, false), Some(FailureKind::Crashed));
+    }
+
+    #[test]
+    fn lines_are_split_across_chunks() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        lines.push(b"ab", |l| got.push(l.to_owned()));
+        lines.push(b"c\nde\r\nf", |l| got.push(l.to_owned()));
+        lines.finish(|l| got.push(l.to_owned()));
+        assert_eq!(got, ["abc", "de", "f"]);
+    }
+
+    #[test]
+    fn a_stopped_run_is_no_failure_and_a_timeout_is_one() {
+        let mut o = RunOutcome {
+            container_id: "0123456789abcdef".into(),
+            exit_code: 137,
+            oom_killed: false,
+            stopped: true,
+            timed_out: false,
+            seconds: 1.0,
+        };
+        assert_eq!(o.failure(), None);
+        o.stopped = false;
+        o.timed_out = true;
+        assert_eq!(o.failure().map(|f| f.kind), Some(FailureKind::Timeout));
+    }
+}

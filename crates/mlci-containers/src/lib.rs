@@ -1,0 +1,35 @@
+//! `mlci-containers`: trials in Docker containers.
+//!
+//! [`Engine`] is a small blocking facade over bollard's async Docker Engine
+//! client (it owns a current-thread tokio runtime, because mlci's executors are
+//! blocking): ping, image builds from a tar context, and [`Engine::run_trial`],
+//! which provisions one container (labels, bind mounts with the dataset
+//! read-only, CPU and memory limits, non-root, no new privileges, no
+//! capabilities, no network unless asked), streams its output, waits, maps
+//! its exit to [`mlci_core::FailureKind`] and removes it. [`kind`] detects
+//! what model a workspace holds and picks an image and command for it;
+//! [`ContainerExecutor`] implements the tuner's [`mlci_core::Executor`] port.
+//!
+//! **Invariants:** never reads the environment (the binary passes
+//! `DOCKER_HOST`); never pulls (images are built locally or must exist);
+//! every container it creates carries `mlci.*` labels, so one left behind by
+//! a crash can be found with [`Engine::leftovers`].
+
+mod context;
+mod engine;
+mod error;
+mod executor;
+pub mod kind;
+
+pub use context::{BuildContext, SCRATCH_DOCKERFILE};
+pub use engine::{
+    classify_exit, ContainerSpec, Engine, Leftover, Mount, RunOutcome, TrialLabels, DEFAULT_HOST,
+};
+pub use error::ContainerError;
+pub use executor::{parse_epoch, ContainerExecutor};
+
+/// The trainer image's tag: `mlci-trainer:<mlci version>`.
+pub const TRAINER_IMAGE: &str = concat!("mlci-trainer:", env!("CARGO_PKG_VERSION"));
+
+/// The non-root user containers run as by default (`nobody:nogroup`).
+pub const CONTAINER_USER: &str = "65534:65534";
