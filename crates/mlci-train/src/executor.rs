@@ -59,11 +59,19 @@ impl InProcessExecutor {
 
 struct StepObserver<'a> {
     on_step: &'a mut (dyn FnMut(&StepMetrics) -> Control + Send),
+    /// The trial timeout, checked after every epoch.
+    deadline: Option<std::time::Instant>,
+    timed_out: bool,
 }
 
 impl Observer for StepObserver<'_> {
     fn epoch_done(&mut self, m: &EpochMetrics) -> Control {
-        (self.on_step)(&StepMetrics::from(m))
+        let control = (self.on_step)(&StepMetrics::from(m));
+        if self.deadline.is_some_and(|d| std::time::Instant::now() > d) {
+            self.timed_out = true;
+            return Control::Stop;
+        }
+        control
     }
 }
 
@@ -113,14 +121,33 @@ impl Executor for InProcessExecutor {
             resume: req.resume,
             include_load_seconds: false,
         };
+        // The timeout is checked between epochs (a trial is never cut mid-epoch).
+        let deadline = req
+            .timeout_seconds
+            .map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t));
         let result = pool.install(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let data = self.dataset(&source, spec.input_size)?;
-                train(spec, &data, &opts, &mut StepObserver { on_step })
+                let mut observer = StepObserver {
+                    on_step,
+                    deadline,
+                    timed_out: false,
+                };
+                let outcome = train(spec, &data, &opts, &mut observer)?;
+                Ok::<_, TrainError>((outcome, observer.timed_out))
             }))
         });
         let outcome = match result {
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok((_, true))) => {
+                return Err(Failure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "stopped after the {:.0} s trial timeout",
+                        req.timeout_seconds.unwrap_or_default()
+                    ),
+                ))
+            }
+            Ok(Ok((outcome, false))) => outcome,
             Ok(Err(e)) => return Err(classify(e)),
             Err(panic) => {
                 let msg = panic

@@ -101,8 +101,17 @@ impl Executor for SubprocessExecutor {
                 )
             })?;
         let mut cmd = Command::new(program);
-        // Its own process group, so a timeout or a prune stops everything it started.
+        // Its own process group, so a timeout or a prune stops everything it
+        // started; and killed with us if mlci dies (no orphan trial runs on
+        // beside its resumed self).
         cmd.process_group(0);
+        // SAFETY: prctl is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         cmd.args(args)
             .current_dir(&req.workdir)
             .stdin(Stdio::null())
@@ -170,7 +179,7 @@ impl Executor for SubprocessExecutor {
         let timeout = req.timeout_seconds.map(Duration::from_secs_f64);
         let mut steps: Vec<StepMetrics> = Vec::new();
         let mut last_step_at = started;
-        let (mut stopped, mut timed_out) = (false, false);
+        let (mut stopped, mut timed_out, mut child_gone) = (false, false, false);
         loop {
             let wait = Duration::from_millis(200);
             match rx.recv_timeout(wait) {
@@ -198,7 +207,14 @@ impl Executor for SubprocessExecutor {
                     }
                 }
                 Ok(Msg::Eof) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // The child is gone but something it started still holds
+                    // the pipes: end the whole group so the pipes close.
+                    if !child_gone && matches!(child.try_wait(), Ok(Some(_))) {
+                        child_gone = true;
+                        signal_group(&child, libc::SIGKILL);
+                    }
+                }
             }
             if let Some(limit) = timeout {
                 if !timed_out && started.elapsed() > limit {

@@ -21,6 +21,7 @@ case "${BEHAVIOUR:-}" in
   badspec) exit 2 ;;
   silent) exit 0 ;;
   hang) sleep 30 ;;
+  background) sleep 120 & echo $! > "$MLCI_TRIAL_DIR/background.pid" ;;
 esac
 for e in 1 2 3 4; do
   awk -v x="$x" -v e="$e" 'BEGIN{printf "epoch=%d score=%.6f loss=%.3f\n", e, (1-(x-0.3)^2)*e/4, 1/e}'
@@ -391,4 +392,20 @@ fn trials_do_not_inherit_variables_named_secret() {
     assert_eq!(trials[0].state, TrialState::Completed);
     let log = std::fs::read_to_string(f.root("secret").join("trials/1/trial.log")).unwrap();
     assert!(log.contains("secret=absent") && !log.contains("hunter2"), "{log}");
+}
+
+#[test]
+fn a_trial_that_leaves_a_background_process_behind_still_ends() {
+    let f = Fixture::new();
+    let mut spec = f.spec("budget: { max_trials: 1 }\n");
+    spec.objective.goal = None;
+    f.create("bg", spec);
+    let (_, trials) = f.run("bg", &[("BEHAVIOUR", "background")]);
+    assert_eq!(trials[0].state, TrialState::Completed);
+    let pid = std::fs::read_to_string(f.root("bg").join("trials/1/background.pid")).unwrap();
+    let alive = std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(!alive, "the trial's background process {pid} outlived it");
 }
