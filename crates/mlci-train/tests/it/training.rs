@@ -265,3 +265,38 @@ fn resume_refuses_a_checkpoint_of_another_spec() {
     assert!(err.is_bad_input());
     assert!(err.to_string().contains("different spec"), "{err}");
 }
+
+#[test]
+fn the_in_process_executor_reports_epochs_and_honours_the_timeout() {
+    use mlci_core::{Control, Executor, FailureKind, TrialRequest, TrialWork};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    dataset(&dir, 30, 32);
+    let request = |timeout: Option<f64>, out: &str| TrialRequest {
+        experiment: "x".into(),
+        trial: 1,
+        attempt: 1,
+        params: Default::default(),
+        work: TrialWork::Model(small_spec(3)),
+        workdir: tmp.path().join(out),
+        dataset: Some((dir.clone(), None)),
+        threads: 1,
+        resume: false,
+        timeout_seconds: timeout,
+    };
+    let executor = mlci_train::InProcessExecutor::new();
+    let mut seen = Vec::new();
+    let out = executor
+        .run(&request(None, "a"), &mut |s| {
+            seen.push(s.step);
+            Control::Continue
+        })
+        .unwrap();
+    assert_eq!(seen, [1, 2, 3]);
+    assert_eq!(out.steps.len(), 3);
+    assert!(out.final_values["val_accuracy"] > 0.0 && !out.stopped);
+    let err = executor
+        .run(&request(Some(1e-6), "b"), &mut |_| Control::Continue)
+        .unwrap_err();
+    assert_eq!(err.kind, FailureKind::Timeout, "{err}");
+}
