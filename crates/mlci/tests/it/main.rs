@@ -60,19 +60,25 @@ fn spec_file(dir: &Path, epochs: usize) -> PathBuf {
     path
 }
 
+/// `mlci train --data DATA --out OUT --spec SPEC` in data folder `dir`.
+fn train_cmd(dir: &Path, data: &Path, out: &Path, spec: &Path) -> Command {
+    let mut cmd = mlci(dir);
+    cmd.arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--spec")
+        .arg(spec);
+    cmd
+}
+
 #[test]
 fn train_writes_the_output_contract() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 60);
     let out = tmp.path().join("run");
-    let o = run(mlci(tmp.path())
-        .arg("train")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .arg("--spec")
-        .arg(spec_file(tmp.path(), 2)));
+    let o = run(&mut train_cmd(tmp.path(), &data, &out, &spec_file(tmp.path(), 2)));
     assert!(o.status.success(), "{}", stderr(&o));
     let epochs = events(&o, "epoch");
     assert_eq!(epochs.len(), 2);
@@ -123,26 +129,12 @@ fn bad_input_exits_2_naming_the_problem() {
     )
     .unwrap();
     let data = generated(tmp.path(), 3);
-    let o = run(mlci(tmp.path())
-        .arg("train")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path().join("o"))
-        .arg("--spec")
-        .arg(&spec));
+    let o = run(&mut train_cmd(tmp.path(), &data, &tmp.path().join("o"), &spec));
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("conv_blocks"), "{}", stderr(&o));
 
     std::fs::write(&spec, r#"{"conv_blocks": [{"filters": 4, "kernal_size": 3}]}"#).unwrap();
-    let o = run(mlci(tmp.path())
-        .arg("train")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(tmp.path().join("o"))
-        .arg("--spec")
-        .arg(&spec));
+    let o = run(&mut train_cmd(tmp.path(), &data, &tmp.path().join("o"), &spec));
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("kernal_size") && stderr(&o).contains("bad.json"),
@@ -169,14 +161,7 @@ fn a_run_that_cannot_write_its_outputs_exits_1() {
     let blocker = tmp.path().join("a-file");
     std::fs::write(&blocker, "not a folder").unwrap();
     let out = blocker.join("run");
-    let o = run(mlci(tmp.path())
-        .arg("train")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .arg("--spec")
-        .arg(spec_file(tmp.path(), 1)));
+    let o = run(&mut train_cmd(tmp.path(), &data, &out, &spec_file(tmp.path(), 1)));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("a-file/run"), "{}", stderr(&o));
 }
@@ -261,14 +246,7 @@ fn predict_prints_class_and_probability_per_image() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 60);
     let out = tmp.path().join("run");
-    let o = run(mlci(tmp.path())
-        .arg("train")
-        .arg("--data")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .arg("--spec")
-        .arg(spec_file(tmp.path(), 3)));
+    let o = run(&mut train_cmd(tmp.path(), &data, &out, &spec_file(tmp.path(), 3)));
     assert!(o.status.success(), "{}", stderr(&o));
     let images: Vec<PathBuf> = ["horizontal", "vertical"]
         .iter()
