@@ -57,7 +57,7 @@ impl BuildContext {
                     stack.push(path);
                 } else if let Ok(rel) = path.strip_prefix(dir) {
                     self.files
-                        .push((rel.to_string_lossy().into_owned(), path.clone()));
+                        .push((rel.to_string_lossy().into_owned(), Source::File(path.clone())));
                 }
             }
         }
@@ -74,7 +74,9 @@ impl BuildContext {
             match source {
                 Source::File(path) => {
                     let mut file = std::fs::File::open(path).map_err(ContainerError::io(path))?;
-                    builder.append_file(name, &mut file).map_err(ContainerError::io(path))?;
+                    builder
+                        .append_file(name, &mut file)
+                        .map_err(ContainerError::io(path))?;
                 }
                 Source::Bytes(content) => {
                     let mut header = tar::Header::new_gnu();

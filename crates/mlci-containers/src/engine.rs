@@ -30,6 +30,8 @@ pub struct Engine {
     docker: Docker,
     runtime: tokio::runtime::Runtime,
     host: String,
+    /// The Engine host's cores: CPU limits above it are refused by Docker, so they are capped.
+    cpus: f64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -252,17 +254,26 @@ impl Engine {
         }
         .map_err(|e| unreachable(e.to_string()))?;
         // Speak the Engine's API version when it is older than bollard's.
-        let docker = runtime
+        let (docker, info) = runtime
             .block_on(async {
                 docker.ping().await?;
-                docker.negotiate_version().await
+                let docker = docker.negotiate_version().await?;
+                let info = docker.info().await?;
+                Ok::<_, bollard::errors::Error>((docker, info))
             })
             .map_err(|e| unreachable(e.to_string()))?;
+        let cpus = info.ncpu.filter(|&n| n > 0).unwrap_or(1) as f64;
         Ok(Self {
             docker,
             runtime,
             host,
+            cpus,
         })
+    }
+
+    /// Cores of the Engine's host.
+    pub fn cpus(&self) -> f64 {
+        self.cpus
     }
 
     /// Where this engine was reached.
@@ -438,7 +449,7 @@ impl Engine {
             ),
             None => None,
         };
-        let body = create_body(spec)?;
+        let body = create_body(spec, self.cpus)?;
         let docker = &self.docker;
         self.runtime.block_on(async {
             let created = docker
@@ -458,7 +469,7 @@ impl Engine {
     }
 }
 
-fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, ContainerError> {
+fn create_body(spec: &ContainerSpec, host_cpus: f64) -> Result<ContainerCreateBody, ContainerError> {
     let mut binds = Vec::new();
     for m in &spec.mounts {
         let source = m.source.canonicalize().map_err(ContainerError::io(&m.source))?;
@@ -474,7 +485,7 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, ContainerErr
     let memory = spec.memory_bytes.map(|b| b.min(i64::MAX as u64) as i64);
     let host_config = HostConfig {
         binds: Some(binds),
-        nano_cpus: spec.cpus.map(|c| (c * 1e9).round() as i64),
+        nano_cpus: spec.cpus.map(|c| (c.clamp(0.01, host_cpus) * 1e9).round() as i64),
         memory,
         // Same as memory: no swap, so an over-budget trial is OOM-killed, not slowed.
         memory_swap: memory,

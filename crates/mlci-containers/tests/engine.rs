@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mlci_containers::{BuildContext, ContainerError, ContainerExecutor, ContainerSpec, Engine, Mount};
-use mlci_core::{Control, Executor, FailureKind, ModelSpec, StepMetrics, TrialRequest, TrialWork};
+use mlci_core::{Control, Executor, FailureKind, ModelSpec, TrialRequest, TrialWork};
 
 fn engine() -> Option<Arc<Engine>> {
     let host = std::env::var("DOCKER_HOST").ok();
@@ -101,16 +101,8 @@ fn static_binary() -> Option<PathBuf> {
 
 fn trainer_image(engine: &Arc<Engine>, test: &str) -> Option<TestImage> {
     let bin = static_binary()?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let ctx = BuildContext::new()
-        .file("Dockerfile", root.join("docker/Dockerfile.scratch"))
-        .file("mlci", bin);
-    Some(build(
-        engine,
-        ctx,
-        "Dockerfile",
-        format!("mlci-trainer-test:{}-{test}", std::process::id()),
-    ))
+    let tag = format!("mlci-trainer-test:{}-{test}", std::process::id());
+    Some(build(engine, BuildContext::trainer(&bin), "Dockerfile", tag))
 }
 
 fn sh(image: &TestImage, script: &str) -> ContainerSpec {
@@ -150,13 +142,31 @@ fn connect_errors_name_where_they_looked() {
 #[test]
 fn scratch_trainer_image_builds_from_the_docker_folder() {
     let Some(engine) = engine() else { return };
-    let Some(image) = trainer_image(&engine, "build") else {
-        return;
+    let Some(bin) = static_binary() else { return };
+    let tag = format!("mlci-trainer-test:{}-build", std::process::id());
+    assert!(!engine.image_exists(&tag).unwrap());
+    let mut log = Vec::new();
+    let id = engine
+        .ensure_image(&tag, || Ok(BuildContext::trainer(&bin)), "Dockerfile", &mut |l| {
+            log.push(l.to_owned())
+        })
+        .unwrap();
+    let image = TestImage {
+        engine: engine.clone(),
+        tag: tag.clone(),
+        id,
     };
-    assert_eq!(
-        engine.image_id(&image.tag).unwrap().as_deref(),
-        Some(image.id.as_str())
-    );
+    assert!(image.id.starts_with("sha256:") && !log.is_empty(), "{log:?}");
+    // Present now: not built again.
+    let again = engine
+        .ensure_image(
+            &tag,
+            || panic!("rebuilt an existing image"),
+            "Dockerfile",
+            &mut |_| {},
+        )
+        .unwrap();
+    assert_eq!(again, image.id);
     let spec = ContainerSpec::new(image.tag.clone(), vec!["/mlci".into(), "--version".into()]);
     let (outcome, lines) = run(&engine, &spec);
     assert_eq!(outcome.exit_code, 0, "{lines:?}");
@@ -260,7 +270,9 @@ fn exits_kills_timeouts_and_stops_are_classified() {
         let engine = engine.clone();
         std::thread::spawn(move || {
             for _ in 0..100 {
-                if let Some(c) = engine.leftovers(&owner).unwrap().first() {
+                // Only once it runs: a kill before the start would be a no-op.
+                let found = engine.leftovers(&owner).unwrap();
+                if let Some(c) = found.iter().find(|c| c.state == "running") {
                     return engine.kill(&c.id).unwrap();
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -302,6 +314,62 @@ fn exits_kills_timeouts_and_stops_are_classified() {
     assert_eq!(seen, 3);
 }
 
+fn model_request(tmp: &Path, epochs: usize, resume: bool) -> TrialRequest {
+    let data = tmp.join("data");
+    if !data.exists() {
+        mlci_train::synth::generate(
+            &data,
+            mlci_train::synth::SynthSpec {
+                train_per_class: 48,
+                validation_per_class: 16,
+                size: 32,
+                seed: 7,
+            },
+        )
+        .unwrap();
+    }
+    let spec = ModelSpec::from_json(&format!(
+        r#"{{"input_size": 32, "conv_blocks": [{{"filters": 8}}, {{"filters": 16}}], "dense": [{{"units": 16}}],
+            "training": {{"epochs": {epochs}, "batch_size": 16}}}}"#
+    ))
+    .unwrap();
+    TrialRequest {
+        experiment: "containers-test".into(),
+        trial: 1,
+        attempt: 1,
+        params: Default::default(),
+        work: TrialWork::Model(spec),
+        workdir: tmp.join("trial-1"),
+        dataset: Some((data, None)),
+        // More than small machines have: the CPU limit is capped at the Engine's cores.
+        threads: 4,
+        resume,
+        timeout_seconds: Some(600.0),
+    }
+}
+
+fn run_executor(
+    executor: &ContainerExecutor,
+    request: &TrialRequest,
+    stop_at: Option<usize>,
+) -> (mlci_core::TrialOutput, Vec<usize>) {
+    let seen = Mutex::new(Vec::new());
+    let output = executor
+        .run(request, &mut |s| {
+            seen.lock().unwrap().push(s.step);
+            if Some(s.step) == stop_at {
+                Control::Stop
+            } else {
+                Control::Continue
+            }
+        })
+        .unwrap_or_else(|f| {
+            let log = std::fs::read_to_string(request.workdir.join("trial.log")).unwrap_or_default();
+            panic!("{f}\n{log}")
+        });
+    (output, seen.into_inner().unwrap())
+}
+
 #[test]
 fn the_container_executor_trains_a_cnn_and_reports_its_epochs() {
     let Some(engine) = engine() else { return };
@@ -309,50 +377,13 @@ fn the_container_executor_trains_a_cnn_and_reports_its_epochs() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    mlci_train::synth::generate(
-        &data,
-        mlci_train::synth::SynthSpec {
-            train_per_class: 48,
-            validation_per_class: 16,
-            size: 32,
-            seed: 7,
-        },
-    )
-    .unwrap();
-    let spec = ModelSpec::from_json(
-        r#"{"input_size": 32, "conv_blocks": [{"filters": 8}, {"filters": 16}], "dense": [{"units": 16}],
-            "training": {"epochs": 2, "batch_size": 16}}"#,
-    )
-    .unwrap();
     let owner = owner("executor");
     let executor = ContainerExecutor::new(engine.clone(), &image.tag, &owner).unwrap();
     assert_eq!(executor.image_digest(), image.id);
-    let request = TrialRequest {
-        experiment: "containers-test".into(),
-        trial: 1,
-        attempt: 1,
-        params: Default::default(),
-        work: TrialWork::Model(spec),
-        workdir: tmp.path().join("trial-1"),
-        dataset: Some((data, None)),
-        threads: 2,
-        resume: false,
-        timeout_seconds: Some(600.0),
-    };
-    let seen = Mutex::new(Vec::<StepMetrics>::new());
-    let output = executor
-        .run(&request, &mut |s| {
-            seen.lock().unwrap().push(s.clone());
-            Control::Continue
-        })
-        .unwrap_or_else(|f| {
-            let log = std::fs::read_to_string(request.workdir.join("trial.log")).unwrap_or_default();
-            panic!("{f}\n{log}")
-        });
-    let seen = seen.into_inner().unwrap();
-    assert_eq!(seen.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2]);
-    assert_eq!(output.steps.len(), 2);
+    let request = model_request(tmp.path(), 2, false);
+    let (output, seen) = run_executor(&executor, &request, None);
+    assert_eq!(seen, [1, 2]);
+    assert_eq!(output.steps.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2]);
     assert!(output.final_values.contains_key("val_accuracy"));
     assert_eq!(output.image_digest.as_deref(), Some(image.id.as_str()));
     for file in [
@@ -364,6 +395,29 @@ fn the_container_executor_trains_a_cnn_and_reports_its_epochs() {
     ] {
         assert!(request.workdir.join(file).exists(), "{file} missing");
     }
+    assert!(
+        engine.leftovers(&owner).unwrap().is_empty(),
+        "container not removed"
+    );
+}
+
+#[test]
+fn a_stopped_container_trial_resumes_from_its_checkpoint() {
+    let Some(engine) = engine() else { return };
+    let Some(image) = trainer_image(&engine, "resume") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let owner = owner("resume");
+    let executor = ContainerExecutor::new(engine.clone(), &image.tag, &owner).unwrap();
+    // Stopped (container killed) after epoch 1 of 3: not a failure.
+    let (output, seen) = run_executor(&executor, &model_request(tmp.path(), 3, false), Some(1));
+    assert!(output.stopped);
+    assert_eq!(seen, [1]);
+    // A new container with --resume continues at epoch 2 and reports the whole history.
+    let (output, seen) = run_executor(&executor, &model_request(tmp.path(), 3, true), None);
+    assert_eq!(seen, [2, 3]);
+    assert_eq!(output.steps.iter().map(|s| s.step).collect::<Vec<_>>(), [1, 2, 3]);
     assert!(
         engine.leftovers(&owner).unwrap().is_empty(),
         "container not removed"

@@ -28,6 +28,10 @@ pub mod env {
     pub const SMTP_PASSWORD_FILE: &str = "MLCI_SMTP_PASSWORD_FILE";
     /// Jenkins sets this in every build of a git job.
     pub const GIT_COMMIT: &str = "GIT_COMMIT";
+    /// The Docker Engine (default: the local unix socket).
+    pub const DOCKER_HOST: &str = "DOCKER_HOST";
+    /// A statically linked mlci to put in the trainer image (default: this binary).
+    pub const TRAINER_BINARY: &str = "MLCI_TRAINER_BINARY";
 }
 
 /// `mlci.toml`.

@@ -286,3 +286,60 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
         "the stopped trial continued from its checkpoint"
     );
 }
+
+/// The statically linked mlci that `scripts/build-static` makes, for the
+/// trainer image; `None` (with a loud message) where it or the Engine is missing.
+fn static_mlci() -> Option<std::path::PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/static/x86_64-unknown-linux-gnu/release/mlci");
+    if !bin.is_file() {
+        eprintln!(
+            "SKIPPED: no static mlci at {} (run scripts/build-static; .ci/run does)",
+            bin.display()
+        );
+        return None;
+    }
+    let engine = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    if !engine.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: no Docker Engine reachable (docker version failed)");
+        return None;
+    }
+    Some(bin)
+}
+
+#[test]
+fn a_container_experiment_reaches_its_goal_on_generated_images() {
+    let Some(bin) = static_mlci() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 400);
+    let space = "  training.learning_rate: { type: float, min: 0.001, max: 0.003, log: true }";
+    let spec = experiment(tmp.path(), &data, "random", space, "");
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("goal: 0.99", "goal: 0.9")
+        .replace("executor: in_process", "executor: container");
+    std::fs::write(&spec, text).unwrap();
+    let o = run(mlci(tmp.path())
+        .arg("tune")
+        .arg(&spec)
+        .arg("--no-mail")
+        .env("MLCI_TRAINER_BINARY", &bin));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let result = &events(&o, "experiment")[0];
+    assert!(result["best_value"].as_f64().unwrap() >= 0.9);
+    let shown = show(tmp.path(), result["id"].as_str().unwrap());
+    let digest = shown["trials"][0]["provenance"]["image_digest"].as_str().unwrap();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let left = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=mlci.owner={}", result["id"].as_str().unwrap()),
+        ])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "containers left behind");
+}
