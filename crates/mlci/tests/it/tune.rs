@@ -289,6 +289,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
 
 /// The statically linked mlci that `scripts/build-static` makes, for the
 /// trainer image; `None` (with a loud message) where it or the Engine is missing.
+#[allow(clippy::print_stderr)] // the loud skip message
 fn static_mlci() -> Option<std::path::PathBuf> {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/static/x86_64-unknown-linux-gnu/release/mlci");
