@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mlci_core::{
     Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrainingOutcome, TrialOutput,
-    TrialRequest, TrialWork,
+    TrialRequest,
 };
 
 use crate::kind::{Framework, ModelKind};
@@ -130,18 +130,7 @@ impl Executor for ContainerExecutor {
         req: &TrialRequest,
         on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure> {
-        let TrialWork::Model(spec) = &req.work else {
-            return Err(Failure::new(
-                FailureKind::BadSpec,
-                "the container executor runs model trials only",
-            ));
-        };
-        let Some((data, val_split)) = req.dataset.clone() else {
-            return Err(Failure::new(
-                FailureKind::BadSpec,
-                "no dataset given for a model trial",
-            ));
-        };
+        let (spec, data, val_split) = req.model_trial("container")?;
         std::fs::create_dir_all(&req.workdir).map_err(|e| crashed("cannot create", &req.workdir, e))?;
         let spec_path = req.workdir.join("spec.json");
         let json = serde_json::to_string_pretty(spec)

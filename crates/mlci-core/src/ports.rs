@@ -42,6 +42,26 @@ pub struct TrialRequest {
     pub timeout_seconds: Option<f64>,
 }
 
+impl TrialRequest {
+    /// The model spec and dataset (folder, validation split) of a model
+    /// trial; a `bad_spec` failure naming `executor` for anything else.
+    pub fn model_trial(&self, executor: &str) -> Result<(&ModelSpec, PathBuf, Option<f64>), Failure> {
+        let TrialWork::Model(spec) = &self.work else {
+            return Err(Failure::new(
+                crate::FailureKind::BadSpec,
+                format!("the {executor} executor runs model trials only"),
+            ));
+        };
+        let Some((dir, val_split)) = self.dataset.clone() else {
+            return Err(Failure::new(
+                crate::FailureKind::BadSpec,
+                "no dataset given for a model trial",
+            ));
+        };
+        Ok((spec, dir, val_split))
+    }
+}
+
 /// A finished run of a trial.
 #[derive(Debug, Clone, Default)]
 pub struct TrialOutput {

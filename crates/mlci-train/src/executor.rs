@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use mlci_core::{
-    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest, TrialWork,
+    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest,
 };
 
 use crate::{train, DataSource, Dataset, Observer, TrainError, TrainOptions};
@@ -94,18 +94,7 @@ impl Executor for InProcessExecutor {
         req: &TrialRequest,
         on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure> {
-        let TrialWork::Model(spec) = &req.work else {
-            return Err(Failure::new(
-                FailureKind::BadSpec,
-                "the in-process executor runs model trials only",
-            ));
-        };
-        let Some((dir, val_split)) = req.dataset.clone() else {
-            return Err(Failure::new(
-                FailureKind::BadSpec,
-                "no dataset given for a model trial",
-            ));
-        };
+        let (spec, dir, val_split) = req.model_trial("in-process")?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(req.threads.max(1))
             .thread_name(move |i| format!("trial-{i}"))
