@@ -145,14 +145,34 @@ impl Dataset {
                 }
             }
         }
-        Ok(Self {
+        let data = Self {
             classes: listing.classes,
             train,
             validation,
             counts,
             skipped,
             load_seconds: started.elapsed().as_secs_f64(),
-        })
+        };
+        data.log_summary();
+        Ok(data)
+    }
+
+    /// The lines people read first: images per class and split, what was
+    /// skipped, and how long decoding took.
+    fn log_summary(&self) {
+        for c in &self.counts {
+            tracing::info!(class = %c.class, train = c.train, validation = c.validation, "images loaded");
+        }
+        if !self.skipped.is_empty() {
+            tracing::warn!(skipped = self.skipped.len(), "unreadable images were skipped");
+        }
+        tracing::info!(
+            train = self.train.len(),
+            validation = self.validation.len(),
+            size = self.train.size,
+            seconds = format_args!("{:.1}", self.load_seconds),
+            "dataset decoded and cached"
+        );
     }
 }
 

@@ -43,12 +43,6 @@ impl InProcessExecutor {
             return Ok(d.clone());
         }
         let data = Arc::new(Dataset::load(source, size)?);
-        for c in &data.counts {
-            tracing::info!(class = %c.class, train = c.train, validation = c.validation, size, "images loaded");
-        }
-        if !data.skipped.is_empty() {
-            tracing::warn!(skipped = data.skipped.len(), "unreadable images were skipped");
-        }
         self.cache
             .lock()
             .expect("dataset cache")

@@ -565,14 +565,21 @@ impl<'a> Tuner<'a> {
                 );
                 if let Some(first) = out.steps.first().map(|st| st.step) {
                     // The executor's history, after what the store has from
-                    // before a resume; recorded, so store and memory agree.
+                    // before a resume. Usually on_step recorded all of it
+                    // already; rewrite only when it did not (a kill between a
+                    // checkpoint and its report), so store and memory agree.
+                    let before = t.steps.clone();
                     t.steps.retain(|st| st.step < first);
                     t.steps.extend(out.steps.iter().cloned());
-                    let write = self.store.truncate_steps(&id, number, 0).and_then(|()| {
-                        t.steps
-                            .iter()
-                            .try_for_each(|st| self.store.record_step(&id, number, st))
-                    });
+                    let write = if t.steps == before {
+                        Ok(())
+                    } else {
+                        self.store.truncate_steps(&id, number, 0).and_then(|()| {
+                            t.steps
+                                .iter()
+                                .try_for_each(|st| self.store.record_step(&id, number, st))
+                        })
+                    };
                     if let Err(e) = write {
                         tracing::error!("{e}");
                     }

@@ -177,20 +177,7 @@ fn load_data(dir: &Path, spec: &ModelSpec, val_split: Option<f64>) -> anyhow::Re
         seed: spec.training.seed,
     };
     tracing::info!(data = %dir.display(), input_size = spec.input_size, "loading images");
-    let data = Dataset::load(&source, spec.input_size).map_err(TrainError::from)?;
-    for c in &data.counts {
-        tracing::info!(class = %c.class, train = c.train, validation = c.validation, "images loaded");
-    }
-    if !data.skipped.is_empty() {
-        tracing::warn!(skipped = data.skipped.len(), "unreadable images were skipped");
-    }
-    tracing::info!(
-        train = data.train.len(),
-        validation = data.validation.len(),
-        seconds = format_args!("{:.1}", data.load_seconds),
-        "dataset decoded and cached"
-    );
-    Ok(data)
+    Ok(Dataset::load(&source, spec.input_size).map_err(TrainError::from)?)
 }
 
 fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) -> anyhow::Result<()> {

@@ -9,9 +9,16 @@ use serde_json::Value;
 
 use crate::{events, generated, mlci, run, stderr};
 
-/// An experiment on the generated stripes, small enough for seconds.
-fn experiment(dir: &Path, data: &Path, algorithm: &str, space: &str, extra: &str) -> std::path::PathBuf {
-    let text = format!(
+/// An experiment on the generated stripes, small enough for seconds, with
+/// `edits` (text replacements, each of which must apply) to the spec.
+fn experiment(
+    dir: &Path,
+    data: &Path,
+    algorithm: &str,
+    space: &str,
+    edits: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let mut text = format!(
         r#"name: test-{algorithm}
 objective: {{ metric: val_accuracy, goal: 0.99 }}
 search_space:
@@ -26,9 +33,13 @@ trial:
     dense: [{{ units: 64 }}]
     training: {{ epochs: 4, learning_rate: 0.002, batch_size: 16, seed: 3 }}
 dataset: {{ path: "{}" }}
-{extra}"#,
+"#,
         data.display()
     );
+    for (from, to) in edits {
+        assert!(text.contains(from), "spec edit `{from}` matches nothing");
+        text = text.replace(from, to);
+    }
     let path = dir.join(format!("{algorithm}.yaml"));
     std::fs::write(&path, text).unwrap();
     path
@@ -51,7 +62,7 @@ fn every_algorithm_tunes_real_training_and_writes_reports_and_mail() {
         ("grow", "  training.epochs: { type: int, min: 1, max: 4 }"),
     ];
     for (algorithm, space) in cases {
-        let spec = experiment(tmp.path(), &data, algorithm, space, "");
+        let spec = experiment(tmp.path(), &data, algorithm, space, &[]);
         let reports = tmp.path().join(format!("reports-{algorithm}"));
         let o = run(mlci(tmp.path())
             .arg("tune")
@@ -156,11 +167,7 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 150);
     let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }\n  filters: { type: categorical, values: [8, 16] }";
-    let spec = experiment(tmp.path(), &data, "tpe", space, "");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("epochs: 4", "epochs: 5");
-    std::fs::write(&spec, text).unwrap();
+    let spec = experiment(tmp.path(), &data, "tpe", space, &[("epochs: 4", "epochs: 5")]);
 
     // The uninterrupted run, in its own data folder.
     let whole_dir = tmp.path().join("whole");
@@ -226,11 +233,13 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 150);
     let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }";
-    let spec = experiment(tmp.path(), &data, "random", space, "");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("max_trials: 3", "max_trials: 2");
-    std::fs::write(&spec, text).unwrap();
+    let spec = experiment(
+        tmp.path(),
+        &data,
+        "random",
+        space,
+        &[("max_trials: 3", "max_trials: 2")],
+    );
     let mut child = mlci(tmp.path())
         .arg("tune")
         .arg(&spec)
@@ -316,12 +325,11 @@ fn a_container_experiment_reaches_its_goal_on_generated_images() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 400);
     let space = "  training.learning_rate: { type: float, min: 0.001, max: 0.003, log: true }";
-    let spec = experiment(tmp.path(), &data, "random", space, "");
-    let text = std::fs::read_to_string(&spec)
-        .unwrap()
-        .replace("goal: 0.99", "goal: 0.9")
-        .replace("executor: in_process", "executor: container");
-    std::fs::write(&spec, text).unwrap();
+    let edits = [
+        ("goal: 0.99", "goal: 0.9"),
+        ("executor: in_process", "executor: container"),
+    ];
+    let spec = experiment(tmp.path(), &data, "random", space, &edits);
     let o = run(mlci(tmp.path())
         .arg("tune")
         .arg(&spec)
