@@ -78,17 +78,21 @@ pub struct TrialLabels {
     pub kind: String,
     /// Which mlci instance owns it (for adoption and cleanup after a crash).
     pub owner: String,
+    /// The registered environment it runs (`mlci.environment`; omitted when empty).
+    pub environment: String,
 }
 
 impl TrialLabels {
-    fn to_map(&self) -> HashMap<String, String> {
+    pub(crate) fn to_map(&self) -> HashMap<String, String> {
         [
             ("mlci.experiment", &self.experiment),
             ("mlci.trial", &self.trial),
             ("mlci.kind", &self.kind),
             ("mlci.owner", &self.owner),
+            ("mlci.environment", &self.environment),
         ]
         .into_iter()
+        .filter(|(k, v)| *k != "mlci.environment" || !v.is_empty())
         .map(|(k, v)| (k.to_owned(), v.clone()))
         .collect()
     }
@@ -198,18 +202,18 @@ pub struct Leftover {
     pub labels: BTreeMap<String, String>,
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
 /// Splits a chunked byte stream into lines.
 #[derive(Default)]
-struct Lines {
+pub(crate) struct Lines {
     pending: Vec<u8>,
 }
 
 impl Lines {
-    fn push(&mut self, bytes: &[u8], mut each: impl FnMut(&str)) {
+    pub(crate) fn push(&mut self, bytes: &[u8], mut each: impl FnMut(&str)) {
         self.pending.extend_from_slice(bytes);
         while let Some(i) = self.pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.pending.drain(..=i).collect();
@@ -218,7 +222,7 @@ impl Lines {
         }
     }
 
-    fn finish(&mut self, mut each: impl FnMut(&str)) {
+    pub(crate) fn finish(&mut self, mut each: impl FnMut(&str)) {
         if !self.pending.is_empty() {
             let text = String::from_utf8_lossy(&self.pending).into_owned();
             self.pending.clear();
@@ -269,6 +273,17 @@ impl Engine {
             host,
             cpus,
         })
+    }
+
+    /// Run a bollard future to completion on this engine's runtime (for the
+    /// crate's other modules; safe from several threads at once).
+    pub(crate) fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// The bollard client.
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     /// Cores of the Engine's host.
@@ -469,7 +484,7 @@ impl Engine {
     }
 }
 
-fn create_body(spec: &ContainerSpec, host_cpus: f64) -> Result<ContainerCreateBody, ContainerError> {
+pub(crate) fn create_body(spec: &ContainerSpec, host_cpus: f64) -> Result<ContainerCreateBody, ContainerError> {
     let mut binds = Vec::new();
     for m in &spec.mounts {
         let source = m.source.canonicalize().map_err(ContainerError::io(&m.source))?;
@@ -619,7 +634,7 @@ async fn run_created(
     })
 }
 
-async fn kill(docker: &Docker, id: &str) -> Result<(), ContainerError> {
+pub(crate) async fn kill(docker: &Docker, id: &str) -> Result<(), ContainerError> {
     let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
     match docker.kill_container(id, Some(options)).await {
         Ok(()) => Ok(()),
@@ -635,7 +650,7 @@ async fn kill(docker: &Docker, id: &str) -> Result<(), ContainerError> {
     }
 }
 
-async fn remove(docker: &Docker, id: &str) -> Result<(), ContainerError> {
+pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), ContainerError> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)

@@ -89,7 +89,7 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 
 /// The non-root user for a trial folder: its owner, or nobody (given the
 /// folder) when the folder belongs to root.
-fn container_user(workdir: &Path) -> Result<(u32, u32), Failure> {
+pub fn container_user(workdir: &Path) -> Result<(u32, u32), Failure> {
     let meta = std::fs::metadata(workdir).map_err(|e| crashed("cannot stat", workdir, e))?;
     if meta.uid() != 0 {
         return Ok((meta.uid(), meta.gid()));
@@ -99,7 +99,7 @@ fn container_user(workdir: &Path) -> Result<(u32, u32), Failure> {
 }
 
 /// The dataset must be readable by the container's user (it is mounted, not copied).
-fn check_readable(data: &Path, uid: u32) -> Result<(), Failure> {
+pub fn check_readable(data: &Path, uid: u32) -> Result<(), Failure> {
     let meta = std::fs::metadata(data)
         .map_err(|e| Failure::new(FailureKind::BadSpec, format!("dataset {}: {e}", data.display())))?;
     if meta.uid() != uid && meta.mode() & 0o005 != 0o005 {
@@ -175,6 +175,7 @@ impl Executor for ContainerExecutor {
             }
             .to_string(),
             owner: self.owner.clone(),
+            ..TrialLabels::default()
         };
         cspec.mounts = vec![Mount::rw(&req.workdir, "/work"), Mount::ro(&data, "/data")];
         cspec.cpus = Some(threads as f64);

@@ -20,13 +20,17 @@ mod engine;
 mod error;
 mod executor;
 pub mod kind;
+mod lifecycle;
+mod swarm;
 
 pub use context::{BuildContext, SCRATCH_DOCKERFILE};
 pub use engine::{
     classify_exit, ContainerSpec, Engine, Leftover, Mount, RunOutcome, TrialLabels, DEFAULT_HOST,
 };
 pub use error::ContainerError;
-pub use executor::{parse_epoch, ContainerExecutor};
+pub use executor::{check_readable, container_user, parse_epoch, ContainerExecutor};
+pub use lifecycle::*;
+pub use swarm::*;
 
 /// The trainer image's tag: `mlci-trainer:<mlci version>`.
 pub const TRAINER_IMAGE: &str = concat!("mlci-trainer:", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,1 @@
+//! Long-lived containers: start detached, inspect, follow the Engine event stream.

@@ -1,0 +1,1 @@
+//! Trials as Docker Swarm services (multi-host). Being written.
