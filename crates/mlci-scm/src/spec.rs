@@ -1,0 +1,627 @@
+//! What a registered repository is: [`RepoSpec`] and its [`Credentials`] (references only).
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ScmError;
+
+/// The user name sent with a token when the spec names none: what GitHub expects for
+/// installation and fine-grained tokens (GitLab and Gitea accept any user name with a token).
+pub const DEFAULT_TOKEN_USERNAME: &str = "x-access-token";
+
+const MAX_NAME_LEN: usize = 100;
+
+/// A registered repository: what to fetch and how to authenticate, never a secret itself.
+///
+/// Serialisable so the caller can store it; the credentials inside are references (an
+/// environment variable name or a file path) resolved only when the remote asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoSpec {
+    /// Identifier, also the mirror's and the workspaces' folder name:
+    /// `[A-Za-z0-9][A-Za-z0-9._-]*`, at most 100 characters, no `..`.
+    pub name: String,
+    /// `https://host/path` (or `http://`), `file:///path`, an absolute local path,
+    /// `ssh://[user@]host[:port]/path` or scp-like `user@host:path`. An HTTP(S) URL must not
+    /// carry userinfo: tokens belong in [`Credentials`].
+    pub url: String,
+    /// The branch to fetch and poll (`main`, not `refs/heads/main`).
+    pub branch: String,
+    /// How to authenticate, if the remote needs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+}
+
+/// Credentials by reference. Resolved at fetch time, only when the remote asks for
+/// authentication; the secret is never stored, serialised, logged or put in an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Credentials {
+    /// An HTTPS token (GitHub/GitLab/Gitea personal or app token, or a password), read from
+    /// exactly one of `env` or `file`.
+    Token {
+        /// Name of the environment variable holding the token (e.g. one Jenkins'
+        /// `withCredentials` sets).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        /// A file holding the token (a mounted secret), less a trailing newline.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf>,
+        /// User name sent with the token; [`DEFAULT_TOKEN_USERNAME`] when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+    },
+    /// An SSH private key file (for `ssh://` and scp-like URLs); the user name comes from the
+    /// URL (`git` when it has none).
+    SshKey {
+        /// Path of the private key.
+        file: PathBuf,
+        /// Environment variable holding the key's passphrase, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase_env: Option<String>,
+        /// File holding the key's passphrase, if it has one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// Credentials read from their references, ready for libgit2. `Debug` hides the secrets.
+pub enum ResolvedCredentials {
+    /// User name and token for HTTP(S) basic authentication.
+    Token {
+        /// The user name sent.
+        username: String,
+        /// The token.
+        token: SecretValue,
+    },
+    /// A private key file and its passphrase.
+    SshKey {
+        /// Path of the private key (checked readable).
+        file: PathBuf,
+        /// The passphrase, if any.
+        passphrase: Option<SecretValue>,
+    },
+}
+
+impl fmt::Debug for ResolvedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolvedCredentials::Token { username, .. } => f
+                .debug_struct("Token")
+                .field("username", username)
+                .field("token", &"***")
+                .finish(),
+            ResolvedCredentials::SshKey { file, passphrase } => f
+                .debug_struct("SshKey")
+                .field("file", file)
+                .field("passphrase", &passphrase.as_ref().map(|_| "***"))
+                .finish(),
+        }
+    }
+}
+
+/// A resolved secret. Only [`SecretValue::expose`] shows it; `Debug` prints `***`.
+#[derive(Clone)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// The secret itself, to hand to libgit2 and nowhere else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl RepoSpec {
+    /// A spec without credentials (not yet validated: see [`RepoSpec::validate`]).
+    pub fn new(name: impl Into<String>, url: impl Into<String>, branch: impl Into<String>) -> Self {
+        RepoSpec {
+            name: name.into(),
+            url: url.into(),
+            branch: branch.into(),
+            credentials: None,
+        }
+    }
+
+    /// The same spec with credentials.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Check every field; the error names the first field at fault. Every [`Scm`](crate::Scm)
+    /// method calls this before touching the network or the disk.
+    pub fn validate(&self) -> Result<(), ScmError> {
+        validate_name(&self.name)?;
+        validate_url(&self.url)?;
+        validate_branch(&self.branch)?;
+        if let Some(credentials) = &self.credentials {
+            credentials.validate(&self.url)?;
+        }
+        Ok(())
+    }
+
+    /// The URL with any userinfo (`user:password@`) removed, for messages and logs.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// Read the credentials from their references now (environment and files).
+    /// `Ok(None)` when the spec has none. Errors name the variable or file, never a value.
+    pub fn resolve_credentials(&self) -> Result<Option<ResolvedCredentials>, ScmError> {
+        self.resolve_credentials_with(&|name| std::env::var_os(name))
+    }
+
+    /// [`RepoSpec::resolve_credentials`] with an explicit environment lookup.
+    pub fn resolve_credentials_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<OsString>,
+    ) -> Result<Option<ResolvedCredentials>, ScmError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(None);
+        };
+        let url = self.display_url();
+        let resolved = match credentials {
+            Credentials::Token {
+                env: var,
+                file,
+                username,
+            } => {
+                let reference = match (var, file) {
+                    (Some(var), None) => SecretRef::Env(var),
+                    (None, Some(file)) => SecretRef::File(file),
+                    _ => {
+                        return Err(ScmError::spec(
+                            "credentials",
+                            "needs exactly one of `env` or `file`",
+                        ))
+                    }
+                };
+                ResolvedCredentials::Token {
+                    username: username
+                        .clone()
+                        .unwrap_or_else(|| DEFAULT_TOKEN_USERNAME.to_owned()),
+                    token: reference.resolve(&url, env)?,
+                }
+            }
+            Credentials::SshKey {
+                file,
+                passphrase_env,
+                passphrase_file,
+            } => {
+                if let Err(e) = std::fs::File::open(file) {
+                    return Err(SecretRef::File(file).error(&url, format!("cannot be read: {e}")));
+                }
+                let passphrase = match (passphrase_env, passphrase_file) {
+                    (None, None) => None,
+                    (Some(var), None) => Some(SecretRef::Env(var).resolve(&url, env)?),
+                    (None, Some(path)) => Some(SecretRef::File(path).resolve(&url, env)?),
+                    (Some(_), Some(_)) => {
+                        return Err(ScmError::spec(
+                            "credentials",
+                            "has both `passphrase_env` and `passphrase_file`",
+                        ))
+                    }
+                };
+                ResolvedCredentials::SshKey {
+                    file: file.clone(),
+                    passphrase,
+                }
+            }
+        };
+        Ok(Some(resolved))
+    }
+}
+
+impl Credentials {
+    fn validate(&self, url: &str) -> Result<(), ScmError> {
+        let ssh = is_ssh_url(url);
+        match self {
+            Credentials::Token { env, file, username } => {
+                if ssh {
+                    return Err(ScmError::spec(
+                        "credentials",
+                        "is a token, but the url is ssh: use an ssh_key or an https url",
+                    ));
+                }
+                match (env, file) {
+                    (Some(var), None) => validate_env_name("credentials.env", var)?,
+                    (None, Some(path)) => validate_file_ref("credentials.file", path)?,
+                    _ => {
+                        return Err(ScmError::spec(
+                            "credentials",
+                            "needs exactly one of `env` or `file`",
+                        ))
+                    }
+                }
+                if let Some(user) = username {
+                    if user.is_empty() || user.chars().any(|c| c.is_control() || c == ':') {
+                        return Err(ScmError::spec(
+                            "credentials.username",
+                            "must be non-empty, without `:` or control characters",
+                        ));
+                    }
+                }
+            }
+            Credentials::SshKey {
+                file,
+                passphrase_env,
+                passphrase_file,
+            } => {
+                if !ssh {
+                    return Err(ScmError::spec(
+                        "credentials",
+                        "is an ssh_key, but the url is not ssh (ssh://... or user@host:path)",
+                    ));
+                }
+                validate_file_ref("credentials.file", file)?;
+                if let Some(var) = passphrase_env {
+                    validate_env_name("credentials.passphrase_env", var)?;
+                }
+                if let Some(path) = passphrase_file {
+                    validate_file_ref("credentials.passphrase_file", path)?;
+                }
+                if passphrase_env.is_some() && passphrase_file.is_some() {
+                    return Err(ScmError::spec(
+                        "credentials",
+                        "has both `passphrase_env` and `passphrase_file`",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where one secret lives.
+enum SecretRef<'a> {
+    Env(&'a str),
+    File(&'a Path),
+}
+
+impl SecretRef<'_> {
+    fn resolve(&self, url: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Result<SecretValue, ScmError> {
+        let value = match self {
+            SecretRef::Env(name) => match env(name) {
+                None => return Err(self.error(url, "is not set")),
+                Some(v) => v
+                    .into_string()
+                    .map_err(|_| self.error(url, "is not valid UTF-8"))?,
+            },
+            SecretRef::File(path) => match std::fs::read(path) {
+                Ok(bytes) => String::from_utf8(bytes).map_err(|_| self.error(url, "is not valid UTF-8"))?,
+                Err(e) => return Err(self.error(url, format!("cannot be read: {e}"))),
+            },
+        };
+        let value = value.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(self.error(url, "is empty"));
+        }
+        Ok(SecretValue(value.to_owned()))
+    }
+
+    fn error(&self, url: &str, reason: impl Into<String>) -> ScmError {
+        let source_of = match self {
+            SecretRef::Env(name) => format!("environment variable `{name}`"),
+            SecretRef::File(path) => format!("file {}", path.display()),
+        };
+        ScmError::Credentials {
+            url: url.to_owned(),
+            source_of,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A repository name is safe to join to a path: one normal component, no `..`.
+pub(crate) fn validate_name(name: &str) -> Result<(), ScmError> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !first_ok || !rest_ok {
+        return Err(ScmError::spec(
+            "name",
+            format!("`{name}` must match [A-Za-z0-9][A-Za-z0-9._-]*"),
+        ));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(ScmError::spec(
+            "name",
+            format!("is longer than {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if name.contains("..") {
+        return Err(ScmError::spec("name", format!("`{name}` must not contain `..`")));
+    }
+    Ok(())
+}
+
+fn validate_branch(branch: &str) -> Result<(), ScmError> {
+    if branch.is_empty() {
+        return Err(ScmError::spec("branch", "is empty"));
+    }
+    if branch.starts_with('-') || branch.starts_with("refs/") {
+        return Err(ScmError::spec(
+            "branch",
+            format!("`{branch}` must be a branch name such as `main` (no leading `-` or `refs/`)"),
+        ));
+    }
+    if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        return Err(ScmError::spec(
+            "branch",
+            format!("`{branch}` is not a valid git branch name"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_url(url: &str) -> Result<(), ScmError> {
+    if url.is_empty() {
+        return Err(ScmError::spec("url", "is empty"));
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) || url.starts_with('-') {
+        return Err(ScmError::spec(
+            "url",
+            "must not contain whitespace or control characters, or start with `-`",
+        ));
+    }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        match scheme {
+            "file" => {
+                if !authority.is_empty() && authority != "localhost" {
+                    return Err(ScmError::spec("url", "file URLs look like file:///absolute/path"));
+                }
+                if path.is_empty() {
+                    return Err(ScmError::spec("url", "file URL has no path"));
+                }
+            }
+            "https" | "http" => {
+                if authority.contains('@') {
+                    return Err(ScmError::spec(
+                        "url",
+                        "must not carry a user or token (`user@`): reference them in `credentials`",
+                    ));
+                }
+                if authority.is_empty() {
+                    return Err(ScmError::spec("url", format!("`{url}` has no host")));
+                }
+            }
+            "ssh" => {
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                if authority
+                    .split_once('@')
+                    .is_some_and(|(user, _)| user.contains(':'))
+                {
+                    return Err(ScmError::spec(
+                        "url",
+                        "must not carry a password: reference a key in `credentials`",
+                    ));
+                }
+                if host.is_empty() || path.is_empty() {
+                    return Err(ScmError::spec("url", format!("`{url}` needs a host and a path")));
+                }
+            }
+            _ => {
+                return Err(ScmError::spec(
+                    "url",
+                    format!("scheme `{scheme}` is not supported (https, http, ssh, file)"),
+                ))
+            }
+        }
+        return Ok(());
+    }
+    if url.starts_with('/') {
+        return Ok(());
+    }
+    if is_scp_like(url) {
+        return Ok(());
+    }
+    Err(ScmError::spec(
+        "url",
+        format!("`{url}` is neither a URL (https, http, ssh, file), user@host:path nor an absolute path"),
+    ))
+}
+
+/// `user@host:path` or `host:path` (git's scp-like syntax): a colon before any slash.
+fn is_scp_like(url: &str) -> bool {
+    if url.contains("://") {
+        return false;
+    }
+    match url.split_once(':') {
+        Some((before, path)) => {
+            !before.is_empty() && !before.contains('/') && !path.is_empty() && !before.ends_with('@')
+        }
+        None => false,
+    }
+}
+
+fn is_ssh_url(url: &str) -> bool {
+    url.starts_with("ssh://") || is_scp_like(url)
+}
+
+fn validate_env_name(field: &'static str, name: &str) -> Result<(), ScmError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ScmError::spec(
+            field,
+            format!("`{name}` is not an environment variable name"),
+        ))
+    }
+}
+
+fn validate_file_ref(field: &'static str, path: &Path) -> Result<(), ScmError> {
+    if path.as_os_str().is_empty() {
+        return Err(ScmError::spec(field, "is empty"));
+    }
+    if !path.is_absolute() {
+        return Err(ScmError::spec(
+            field,
+            format!("{} must be an absolute path", path.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// `scheme://user:password@host/path` becomes `scheme://host/path`; other URLs are unchanged.
+pub(crate) fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((_, host)) = authority.rsplit_once('@') {
+            return format!("{scheme}://{host}{path}");
+        }
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> RepoSpec {
+        RepoSpec::new("repo", url, "main")
+    }
+
+    fn field_of(e: ScmError) -> &'static str {
+        match e {
+            ScmError::InvalidSpec { field, .. } => field,
+            other => panic!("expected InvalidSpec, got {other}"),
+        }
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "model-1", "A.b_c-9", "x.git"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            "-a",
+            ".hidden",
+            "a..b",
+            "a b",
+            "é",
+            &"a".repeat(101),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "file:///tmp/repo",
+            "file://localhost/tmp/repo",
+            "/srv/git/repo.git",
+            "https://github.com/o/r.git",
+            "http://git.internal:8080/r",
+            "ssh://git@github.com/o/r.git",
+            "ssh://host:2222/r",
+            "git@github.com:o/r.git",
+        ] {
+            spec(ok).validate().unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "",
+            "relative/path",
+            "ftp://x/y",
+            "https://user:pw@github.com/o/r",
+            "https://ghp_token@github.com/o/r",
+            "ssh://git:pw@host/r",
+            "file://host/r",
+            "https:///r",
+            "-uhttps://x/y",
+            "https://x/y z",
+        ] {
+            assert_eq!(field_of(spec(bad).validate().unwrap_err()), "url", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn branches() {
+        for ok in ["main", "release/1.0", "feature-x"] {
+            RepoSpec::new("r", "/x", ok).validate().unwrap();
+        }
+        for bad in [
+            "",
+            "-x",
+            "refs/heads/main",
+            "a..b",
+            "a b",
+            "x.lock",
+            "a~1",
+            "HEAD^",
+        ] {
+            let e = RepoSpec::new("r", "/x", bad).validate().unwrap_err();
+            assert_eq!(field_of(e), "branch", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("https://u:p@h/x"), "https://h/x");
+        assert_eq!(redact_url("https://a@b@h"), "https://h");
+        assert_eq!(redact_url("ssh://git@h/x"), "ssh://h/x");
+        assert_eq!(redact_url("git@h:x"), "git@h:x");
+        assert_eq!(redact_url("/srv/x"), "/srv/x");
+    }
+
+    #[test]
+    fn credential_kind_must_match_the_url() {
+        let token = Credentials::Token {
+            env: Some("T".into()),
+            file: None,
+            username: None,
+        };
+        let key = Credentials::SshKey {
+            file: "/k".into(),
+            passphrase_env: None,
+            passphrase_file: None,
+        };
+        spec("https://h/r")
+            .with_credentials(token.clone())
+            .validate()
+            .unwrap();
+        spec("git@h:r").with_credentials(key.clone()).validate().unwrap();
+        assert!(spec("git@h:r").with_credentials(token).validate().is_err());
+        assert!(spec("https://h/r").with_credentials(key).validate().is_err());
+        let both = Credentials::Token {
+            env: Some("T".into()),
+            file: Some("/t".into()),
+            username: None,
+        };
+        assert_eq!(
+            field_of(spec("https://h/r").with_credentials(both).validate().unwrap_err()),
+            "credentials"
+        );
+        let relative = Credentials::Token {
+            env: None,
+            file: Some("t".into()),
+            username: None,
+        };
+        let e = spec("https://h/r")
+            .with_credentials(relative)
+            .validate()
+            .unwrap_err();
+        assert_eq!(field_of(e), "credentials.file");
+    }
+}
