@@ -119,6 +119,8 @@ pub struct ContainerSpec {
     pub timeout: Option<Duration>,
     /// Every output line (stdout and stderr) is appended here too.
     pub log_file: Option<PathBuf>,
+    /// A Docker HEALTHCHECK (long-lived containers; see [`Engine::start_detached`]).
+    pub healthcheck: Option<mlci_core::HealthcheckSpec>,
 }
 
 impl ContainerSpec {
@@ -135,7 +137,33 @@ impl ContainerSpec {
             network: false,
             timeout: None,
             log_file: None,
+            healthcheck: None,
         }
+    }
+
+    /// Refuse what must never reach the Engine: a mount source that does not
+    /// exist (Docker would create it, as root) and a root user.
+    pub(crate) fn check(&self) -> Result<(), ContainerError> {
+        for m in &self.mounts {
+            if !m.source.exists() {
+                return Err(ContainerError::MissingMount {
+                    path: m.source.clone(),
+                    target: m.target.clone(),
+                });
+            }
+        }
+        if self
+            .user
+            .split(':')
+            .next()
+            .is_some_and(|u| u == "0" || u == "root")
+        {
+            return Err(ContainerError::engine(
+                "creating a container",
+                format!("refusing to run {} as root (user {})", self.image, self.user),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -435,25 +463,7 @@ impl Engine {
         on_start: &mut dyn FnMut(&str),
         on_line: &mut dyn FnMut(&str) -> Control,
     ) -> Result<RunOutcome, ContainerError> {
-        for m in &spec.mounts {
-            if !m.source.exists() {
-                return Err(ContainerError::MissingMount {
-                    path: m.source.clone(),
-                    target: m.target.clone(),
-                });
-            }
-        }
-        if spec
-            .user
-            .split(':')
-            .next()
-            .is_some_and(|u| u == "0" || u == "root")
-        {
-            return Err(ContainerError::engine(
-                "creating a container",
-                format!("refusing to run {} as root (user {})", spec.image, spec.user),
-            ));
-        }
+        spec.check()?;
         let mut log = match &spec.log_file {
             Some(path) => Some(
                 std::fs::OpenOptions::new()

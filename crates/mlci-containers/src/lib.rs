@@ -22,6 +22,8 @@ mod executor;
 pub mod kind;
 mod lifecycle;
 mod swarm;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use context::{BuildContext, SCRATCH_DOCKERFILE};
 pub use engine::{

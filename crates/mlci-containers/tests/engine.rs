@@ -12,98 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use mlci_containers::testing::{engine, owner, shell_image, static_binary, trainer_image, TestImage};
 use mlci_containers::{BuildContext, ContainerError, ContainerExecutor, ContainerSpec, Engine, Mount};
 use mlci_core::{Control, Executor, FailureKind, ModelSpec, TrialRequest, TrialWork};
-
-fn engine() -> Option<Arc<Engine>> {
-    let host = std::env::var("DOCKER_HOST").ok();
-    match Engine::connect(host.as_deref()) {
-        Ok(e) => Some(Arc::new(e)),
-        Err(e) => {
-            eprintln!("\n!!!! SKIPPED: no Docker Engine reachable, container tests did not run: {e}\n");
-            None
-        }
-    }
-}
-
-fn owner(test: &str) -> String {
-    format!("mlci-test-{}-{test}", std::process::id())
-}
-
-/// An image tag removed when dropped (the image goes with its last tag).
-struct TestImage {
-    engine: Arc<Engine>,
-    tag: String,
-    id: String,
-}
-
-impl Drop for TestImage {
-    fn drop(&mut self) {
-        if let Err(e) = self.engine.remove_image(&self.tag) {
-            eprintln!("could not remove test image {} ({}): {e}", self.tag, self.id);
-        }
-    }
-}
-
-fn build(engine: &Arc<Engine>, context: BuildContext, dockerfile: &str, tag: String) -> TestImage {
-    let mut log = Vec::new();
-    let id = engine
-        .build_image(&context, dockerfile, &tag, &mut |l| log.push(l.to_owned()))
-        .unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
-    assert!(id.starts_with("sha256:"), "{id}");
-    TestImage {
-        engine: engine.clone(),
-        tag,
-        id,
-    }
-}
-
-/// `/bin/sh` and its libraries from the host, in a scratch image.
-fn shell_image(engine: &Arc<Engine>, test: &str) -> TestImage {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY root/ /\nUSER 65534:65534\n",
-    )
-    .unwrap();
-    let mut ctx = BuildContext::new()
-        .file("Dockerfile", dir.path().join("Dockerfile"))
-        .file("root/bin/sh", "/bin/sh");
-    let ldd = std::process::Command::new("ldd").arg("/bin/sh").output().unwrap();
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        let lib = line.split_whitespace().find(|w| w.starts_with('/'));
-        if let Some(lib) = lib {
-            ctx = ctx.file(format!("root{lib}"), lib);
-        }
-    }
-    build(
-        engine,
-        ctx,
-        "Dockerfile",
-        format!("mlci-test-shell:{}-{test}", std::process::id()),
-    )
-}
-
-fn static_binary() -> Option<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin = root.join("target/static/x86_64-unknown-linux-gnu/release/mlci");
-    if bin.exists() {
-        Some(bin)
-    } else {
-        eprintln!(
-            "\n!!!! SKIPPED: {} is missing, so the scratch trainer image cannot be built; \
-             run scripts/build-static first\n",
-            bin.display()
-        );
-        None
-    }
-}
-
-fn trainer_image(engine: &Arc<Engine>, test: &str) -> Option<TestImage> {
-    let bin = static_binary()?;
-    let tag = format!("mlci-trainer-test:{}-{test}", std::process::id());
-    Some(build(engine, BuildContext::trainer(&bin), "Dockerfile", tag))
-}
 
 fn sh(image: &TestImage, script: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::new(

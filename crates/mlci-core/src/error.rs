@@ -2,7 +2,7 @@ use thiserror::Error;
 
 /// A model spec that cannot work, with the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid model spec: {field}: {message}")]
+#[error("invalid spec: {field}: {message}")]
 pub struct SpecError {
     /// Dotted path of the field, e.g. `conv_blocks[1].kernel_size`.
     pub field: String,

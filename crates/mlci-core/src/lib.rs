@@ -8,14 +8,19 @@
 //! (`mlci-train`, `mlci-tune`, `mlci-store`, …) depend on it, never the other
 //! way round.
 
+mod environment;
 mod error;
 mod experiment;
 mod metrics;
 mod params;
 mod ports;
+mod run;
 mod spec;
 mod trial;
 
+pub use environment::{
+    EnvironmentRecord, EnvironmentSpec, EnvironmentState, HealthcheckSpec, MountSpec, Restart, RestartPolicy,
+};
 pub use error::SpecError;
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
@@ -23,7 +28,10 @@ pub use experiment::{
 };
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, describe, MODEL_KEYS};
-pub use ports::{Control, Executor, Store, StoreError, TrialOutput, TrialRequest, TrialWork};
+pub use ports::{
+    Control, EnvironmentStore, Executor, RunStore, Store, StoreError, TrialOutput, TrialRequest, TrialWork,
+};
+pub use run::{NewRun, Outcome, RunFilter, RunRecord, RunState};
 pub use spec::{
     limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, ModelSpec, Monitor,
     OptimizerKind, Padding, TrainingConfig,

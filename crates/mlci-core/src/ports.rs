@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Event, ExperimentRecord, Failure, ModelSpec, Params, StepMetrics, TrialRecord};
+use crate::{EnvironmentRecord, Event, ExperimentRecord, Restart, Failure, ModelSpec, Params, StepMetrics, TrialRecord};
 
 /// What an observer tells a running trial after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,4 +111,44 @@ pub trait Store: Send + Sync {
     fn trials(&self, experiment: &str) -> Result<Vec<TrialRecord>, StoreError>;
     fn add_event(&self, experiment: &str, event: &Event) -> Result<(), StoreError>;
     fn events(&self, experiment: &str) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Where registered environments and their restart history are kept (the
+/// health watcher's memory across its own restarts). Durable like [`Store`].
+pub trait EnvironmentStore: Send + Sync {
+    /// Insert or replace an environment (keyed by `spec.name`); its history is kept.
+    fn put_environment(&self, env: &EnvironmentRecord) -> Result<(), StoreError>;
+    fn environment(&self, name: &str) -> Result<Option<EnvironmentRecord>, StoreError>;
+    /// All environments by name.
+    fn environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError>;
+    /// Forget an environment and its history; false if there was none.
+    fn delete_environment(&self, name: &str) -> Result<bool, StoreError>;
+    fn add_restart(&self, restart: &Restart) -> Result<(), StoreError>;
+    /// An environment's restart history, oldest first.
+    fn restarts(&self, name: &str) -> Result<Vec<Restart>, StoreError>;
+}
+
+/// Where the step service keeps its runs and their logs. Durable like [`Store`]: a run or
+/// log line reported before a crash is there after it.
+pub trait RunStore: Send + Sync {
+    /// Create a run, giving it the next id, queue number and build number of its step; or,
+    /// when a run with the same idempotency key exists, return that one instead. Atomic: of
+    /// two concurrent calls with one key, one creates and the other gets its run. The flag
+    /// is true when this call created the run.
+    fn create_run(&self, run: &crate::NewRun) -> Result<(crate::RunRecord, bool), StoreError>;
+    /// Replace a run's state, outcome, result, error and times (found by `id`).
+    fn update_run(&self, run: &crate::RunRecord) -> Result<(), StoreError>;
+    fn run(&self, id: &str) -> Result<Option<crate::RunRecord>, StoreError>;
+    /// The run of `step` with build number `number`.
+    fn run_by_number(&self, step: &str, number: u64) -> Result<Option<crate::RunRecord>, StoreError>;
+    /// Runs matching `filter`, newest first.
+    fn runs(&self, filter: &crate::RunFilter) -> Result<Vec<crate::RunRecord>, StoreError>;
+    /// Append to a run's log; returns the log's new length in bytes.
+    fn append_log(&self, id: &str, bytes: &[u8]) -> Result<u64, StoreError>;
+    /// Up to `max` bytes of a run's log from byte `offset` (empty past the end).
+    fn read_log(&self, id: &str, offset: u64, max: usize) -> Result<Vec<u8>, StoreError>;
+    /// The length of a run's log in bytes.
+    fn log_len(&self, id: &str) -> Result<u64, StoreError>;
+    /// Whether the store answers (for readiness checks).
+    fn ping(&self) -> Result<(), StoreError>;
 }

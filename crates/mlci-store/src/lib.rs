@@ -14,6 +14,8 @@
 //! kept exactly.
 
 mod codec;
+mod environments;
+mod runs;
 mod schema;
 
 use std::collections::HashMap;

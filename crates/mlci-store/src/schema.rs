@@ -74,6 +74,53 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX events_by_experiment ON events (experiment_id, id);
     "#,
+    // 2: registered environments (containers the health watcher keeps alive) and their
+    // restart history. The record is JSON; the state is a column for listing.
+    r#"
+    CREATE TABLE environments (
+        name       TEXT PRIMARY KEY NOT NULL,
+        state      TEXT NOT NULL,   -- EnvironmentState::as_str
+        record     TEXT NOT NULL,   -- EnvironmentRecord as JSON
+        updated_at REAL NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE restarts (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        environment TEXT NOT NULL REFERENCES environments (name) ON DELETE CASCADE,
+        at          REAL NOT NULL,
+        record      TEXT NOT NULL    -- Restart as JSON
+    ) STRICT;
+    CREATE INDEX restarts_by_environment ON restarts (environment, id);
+    "#,
+    // 3: the step service's runs and their logs. `seq` is the queue number (never reused:
+    // AUTOINCREMENT), `number` the build number within the step; an idempotency key names
+    // at most one run. Logs are appended in chunks keyed by their byte offset.
+    r#"
+    CREATE TABLE runs (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        step            TEXT NOT NULL,
+        number          INTEGER NOT NULL,
+        state           TEXT NOT NULL,   -- RunState::as_str
+        outcome         TEXT,            -- Outcome::as_str
+        params          TEXT NOT NULL,   -- JSON
+        result          TEXT,            -- JSON
+        error           TEXT,
+        idempotency_key TEXT UNIQUE,
+        created_at      REAL NOT NULL,   -- unix seconds
+        started_at      REAL,
+        finished_at     REAL,
+        UNIQUE (step, number)
+    ) STRICT;
+    CREATE INDEX runs_by_state ON runs (state, seq);
+
+    CREATE TABLE run_logs (
+        run_seq INTEGER NOT NULL REFERENCES runs (seq) ON DELETE CASCADE,
+        start   INTEGER NOT NULL,   -- byte offset of the chunk in the log
+        data    BLOB NOT NULL,
+        PRIMARY KEY (run_seq, start)
+    ) STRICT, WITHOUT ROWID;
+    "#,
 ];
 
 /// Bring the database up to [`SCHEMA_VERSION`]; returns the version it was at.

@@ -50,6 +50,85 @@ pub enum Command {
     /// List and show experiments.
     #[command(subcommand)]
     Experiments(ExperimentsCommand),
+    /// Long-lived training environments (containers the health watcher keeps alive).
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Check registered environments and relaunch dead ones.
+    #[command(subcommand)]
+    Health(HealthCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Register an environment and start its container. Either give a workspace
+    /// (its model kind picks the image and command: `--workspace DIR --data DIR`),
+    /// or an explicit command after `--` (in the trainer image unless --image).
+    Up(EnvUpArgs),
+    /// Stop and forget an environment (its restart history too).
+    Down { name: String },
+    /// Registered environments and their state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One environment with its restart history.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EnvUpArgs {
+    /// Environment name: lower-case letters, digits, '_', '.', '-'.
+    pub name: String,
+    /// Model workspace (mounted at /work); its model kind decides image and command.
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// Dataset folder (mounted read-only at /data, never copied).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Image to run (default: the kind's image, or the mlci trainer image).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Further bind mounts, SOURCE:TARGET[:ro].
+    #[arg(long = "mount", value_name = "SRC:DST[:ro]")]
+    pub mounts: Vec<String>,
+    /// Environment variables for the container, NAME=VALUE.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// CPU limit in cores.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Memory limit, e.g. 512m or 2g.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Give the container a network (none by default).
+    #[arg(long)]
+    pub network: bool,
+    /// Relaunch also after a clean exit (a service), not only after failures.
+    #[arg(long)]
+    pub always: bool,
+    /// Exit codes that mean "done" (default 0; 0 and 3 for `mlci tune` commands).
+    #[arg(long = "done-exit-code", value_name = "CODE")]
+    pub done_exit_codes: Vec<i64>,
+    /// The container's command (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HealthCommand {
+    /// One reconcile: print what was found and done. Exit 1 if something
+    /// could not be healed (a crash loop, an unreachable Engine), for a Jenkins cron job.
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep environments alive until SIGTERM: follow the Engine's events and
+    /// reconcile every [health] interval_seconds (default 60).
+    Watch,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -32,6 +32,10 @@ pub mod env {
     pub const DOCKER_HOST: &str = "DOCKER_HOST";
     /// A statically linked mlci to put in the trainer image (default: this binary).
     pub const TRAINER_BINARY: &str = "MLCI_TRAINER_BINARY";
+    /// The `mlci.owner` label of environment containers (default `mlci`).
+    pub const OWNER: &str = "MLCI_OWNER";
+    /// Seconds between the health watcher's full reconciles.
+    pub const HEALTH_INTERVAL: &str = "MLCI_HEALTH_INTERVAL";
 }
 
 /// `mlci.toml`.
@@ -42,8 +46,59 @@ pub struct FileConfig {
     pub threads: Option<usize>,
     /// SQLite database (default `<data_dir>/mlci.db`).
     pub db: Option<PathBuf>,
+    /// `mlci.owner` of environment containers: only these are checked and cleaned.
+    pub owner: Option<String>,
     #[serde(default)]
     pub mail: MailSection,
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// `[health]`: how the watcher treats dead environments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    pub interval_seconds: f64,
+    pub backoff_initial_seconds: f64,
+    pub backoff_max_seconds: f64,
+    pub crash_loop_limit: u32,
+    pub stable_seconds: f64,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        let p = mlci_health::Policy::default();
+        Self {
+            interval_seconds: p.interval.as_secs_f64(),
+            backoff_initial_seconds: p.backoff_initial.as_secs_f64(),
+            backoff_max_seconds: p.backoff_max.as_secs_f64(),
+            crash_loop_limit: p.crash_loop_limit,
+            stable_seconds: p.stable_after.as_secs_f64(),
+        }
+    }
+}
+
+impl HealthSection {
+    pub fn policy(&self) -> Result<mlci_health::Policy, ConfigError> {
+        let secs = |v: f64, field: &str| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(ConfigError(format!("health.{field} must be a number of seconds >= 0, not {v}")))
+            }
+        };
+        let interval = secs(self.interval_seconds, "interval_seconds")?;
+        if interval.is_zero() {
+            return Err(ConfigError("health.interval_seconds must be above 0".into()));
+        }
+        Ok(mlci_health::Policy {
+            interval,
+            backoff_initial: secs(self.backoff_initial_seconds, "backoff_initial_seconds")?,
+            backoff_max: secs(self.backoff_max_seconds, "backoff_max_seconds")?,
+            crash_loop_limit: self.crash_loop_limit,
+            stable_after: secs(self.stable_seconds, "stable_seconds")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,6 +133,8 @@ pub struct Config {
     pub threads: usize,
     pub db: PathBuf,
     pub mail: MailSection,
+    pub owner: String,
+    pub health: mlci_health::Policy,
 }
 
 /// A configuration problem (exit 2), naming the file, variable or field.
@@ -180,11 +237,21 @@ impl Config {
                 return Err(ConfigError("mail.smtp.host must not be empty".into()));
             }
         }
+        let owner = var(env::OWNER).or(fc.owner).unwrap_or_else(|| "mlci".to_owned());
+        let mut health = fc.health;
+        if let Some(v) = var(env::HEALTH_INTERVAL) {
+            health.interval_seconds = v
+                .parse()
+                .map_err(|_| ConfigError(format!("{}={v} is not a number of seconds", env::HEALTH_INTERVAL)))?;
+        }
+        let health = health.policy()?;
         Ok(Self {
             data_dir,
             threads,
             db,
             mail,
+            owner,
+            health,
         })
     }
 

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod env;
 mod mail;
 mod progress;
 mod tune;
@@ -125,6 +126,8 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<u8> {
         Command::Inspect(args) => cmd_inspect(args).map(|()| 0),
         Command::Tune(args) => tune::cmd_tune(args, cfg),
         Command::Experiments(cmd) => tune::cmd_experiments(cmd, cfg),
+        Command::Env(cmd) => env::cmd_env(cmd, cfg),
+        Command::Health(cmd) => env::cmd_health(cmd, cfg),
     }
 }
 

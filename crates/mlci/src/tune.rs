@@ -80,13 +80,27 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
         }),
         (Some(None), Some(path)) => {
             let spec = read_spec(path)?;
-            store
-                .experiments()?
+            let same_name: Vec<ExperimentRecord> =
+                store.experiments()?.into_iter().filter(|e| e.spec.name == spec.name).collect();
+            if same_name.is_empty() {
+                // Like `mlci train --resume`: nothing to resume yet, so start (a
+                // relaunched environment runs the same command from the start).
+                tracing::info!(name = %spec.name, "no experiment of this name yet; starting one");
+                return experiment_to_run(
+                    &TuneArgs {
+                        resume: None,
+                        ..args.clone()
+                    },
+                    store,
+                );
+            }
+            same_name
                 .into_iter()
-                .find(|e| e.spec.name == spec.name && e.state == ExperimentState::Running)
+                .find(|e| e.state == ExperimentState::Running)
                 .ok_or_else(|| {
                     bad(format!(
-                        "no unfinished experiment named `{}` to resume",
+                        "no unfinished experiment named `{}` to resume (all have finished; \
+                         see `mlci experiments list`)",
                         spec.name
                     ))
                 })
@@ -125,78 +139,15 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
 /// from a static mlci when it is missing, and remove containers a crashed run
 /// of this experiment left behind.
 fn container_executor(experiment: &str) -> anyhow::Result<mlci_containers::ContainerExecutor> {
-    use mlci_containers::{BuildContext, ContainerExecutor, Engine, TRAINER_IMAGE};
-    use sha2::Digest;
-    let host = std::env::var(env::DOCKER_HOST).ok();
-    let engine = Arc::new(Engine::connect(host.as_deref())?);
-    let binary = match std::env::var_os(env::TRAINER_BINARY) {
-        Some(path) => PathBuf::from(path),
-        None => std::env::current_exe().context("cannot find the mlci binary")?,
-    };
-    // Tagged by version and binary content, so a rebuilt mlci gets a new image.
-    let content = std::fs::read(&binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let hash: String = sha2::Sha256::digest(&content)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let image = format!("{TRAINER_IMAGE}-{hash}");
-    engine.ensure_image(
-        &image,
-        || {
-            if !is_static(&binary) {
-                return Err(mlci_containers::ContainerError::Engine {
-                    what: format!("the trainer image from {}", binary.display()),
-                    message: format!(
-                        "it is not statically linked; build one with scripts/build-static and point {} at it",
-                        env::TRAINER_BINARY
-                    ),
-                });
-            }
-            Ok(BuildContext::trainer(&binary))
-        },
-        "Dockerfile",
-        &mut |line| tracing::debug!(image = %image, "{line}"),
-    )?;
+    let engine = crate::env::engine()?;
+    let image = crate::env::trainer_image(&engine)?;
     for left in engine.leftovers(experiment)? {
         tracing::warn!(container = %left.name, state = %left.state, "removing a container a crashed run left behind");
         engine.remove_container(&left.id)?;
     }
-    let executor = ContainerExecutor::new(engine, &image, experiment)?;
+    let executor = mlci_containers::ContainerExecutor::new(engine, &image, experiment)?;
     tracing::info!(image = %image, digest = executor.image_digest(), "trials run in containers");
     Ok(executor)
-}
-
-/// Whether `path` is an ELF executable without a program interpreter
-/// (statically linked), so it can run in a `FROM scratch` image.
-fn is_static(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else {
-        return false;
-    };
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-    };
-    if bytes.get(..5) != Some(b"\x7fELF\x02".as_slice()) {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
-        return false;
-    };
-    const PT_INTERP: u32 = 3;
-    (0..phnum).all(|i| {
-        let o = phoff + i * phentsize;
-        bytes
-            .get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            != Some(PT_INTERP)
-    })
 }
 
 /// Run `mlci tune`; returns the exit code.

@@ -11,7 +11,7 @@ use crate::{events, generated, mlci, run, stderr};
 
 /// An experiment on the generated stripes, small enough for seconds, with
 /// `edits` (text replacements, each of which must apply) to the spec.
-fn experiment(
+pub(crate) fn experiment(
     dir: &Path,
     data: &Path,
     algorithm: &str,
@@ -45,7 +45,7 @@ dataset: {{ path: "{}" }}
     path
 }
 
-fn show(dir: &Path, id: &str) -> Value {
+pub(crate) fn show(dir: &Path, id: &str) -> Value {
     let o = run(mlci(dir).args(["experiments", "show", id, "--json"]));
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -299,7 +299,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
 /// The statically linked mlci that `scripts/build-static` makes, for the
 /// trainer image; `None` (with a loud message) where it or the Engine is missing.
 #[allow(clippy::print_stderr)] // the loud skip message
-fn static_mlci() -> Option<std::path::PathBuf> {
+pub(crate) fn static_mlci() -> Option<std::path::PathBuf> {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/static/x86_64-unknown-linux-gnu/release/mlci");
     if !bin.is_file() {

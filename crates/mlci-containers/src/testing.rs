@@ -1,0 +1,117 @@
+//! Test support for crates whose tests run against the real Engine (feature
+//! `testing`, dev-dependencies only): connect or skip loudly, and two
+//! `FROM scratch` test images (there is no registry to pull from).
+#![allow(clippy::print_stderr, clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::{BuildContext, Engine};
+
+/// The Engine at `DOCKER_HOST` (else the default socket), or `None` after
+/// printing loudly why the calling test does not run.
+pub fn engine() -> Option<Arc<Engine>> {
+    let host = std::env::var("DOCKER_HOST").ok();
+    match Engine::connect(host.as_deref()) {
+        Ok(e) => Some(Arc::new(e)),
+        Err(e) => {
+            eprintln!("\n!!!! SKIPPED: no Docker Engine reachable, container tests did not run: {e}\n");
+            None
+        }
+    }
+}
+
+/// An `mlci.owner` value unique to this test process and test.
+pub fn owner(test: &str) -> String {
+    format!("mlci-test-{}-{test}", std::process::id())
+}
+
+/// An image tag removed when dropped (the image goes with its last tag).
+#[derive(Debug)]
+pub struct TestImage {
+    pub engine: Arc<Engine>,
+    pub tag: String,
+    pub id: String,
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        if let Err(e) = self.engine.remove_image(&self.tag) {
+            eprintln!("could not remove test image {} ({}): {e}", self.tag, self.id);
+        }
+    }
+}
+
+/// Build `context` as `tag`, panicking with the build log on failure.
+pub fn build(engine: &Arc<Engine>, context: BuildContext, dockerfile: &str, tag: String) -> TestImage {
+    let mut log = Vec::new();
+    let id = engine
+        .build_image(&context, dockerfile, &tag, &mut |l| log.push(l.to_owned()))
+        .unwrap_or_else(|e| panic!("{e}\n{}", log.join("\n")));
+    assert!(id.starts_with("sha256:"), "{id}");
+    TestImage {
+        engine: engine.clone(),
+        tag,
+        id,
+    }
+}
+
+/// `/bin/sh` and `/bin/sleep` with their libraries from the host, in a scratch image.
+pub fn shell_image(engine: &Arc<Engine>, test: &str) -> TestImage {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nUSER 65534:65534\n",
+    )
+    .unwrap();
+    let mut ctx = BuildContext::new()
+        .file("Dockerfile", dir.path().join("Dockerfile"))
+        .file("root/bin/sh", "/bin/sh")
+        .file("root/bin/sleep", "/bin/sleep");
+    let ldd = std::process::Command::new("ldd")
+        .args(["/bin/sh", "/bin/sleep"])
+        .output()
+        .unwrap();
+    let mut libs: Vec<&str> = Vec::new();
+    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
+    for line in text.lines().filter(|l| !l.trim_end().ends_with(':')) {
+        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            if !libs.contains(&lib) {
+                libs.push(lib);
+            }
+        }
+    }
+    for lib in libs {
+        ctx = ctx.file(format!("root{lib}"), lib);
+    }
+    build(
+        engine,
+        ctx,
+        "Dockerfile",
+        format!("mlci-test-shell:{}-{test}", std::process::id()),
+    )
+}
+
+/// The static mlci of `scripts/build-static`, or `None` after saying loudly
+/// that the trainer-image tests do not run.
+pub fn static_binary() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin = root.join("target/static/x86_64-unknown-linux-gnu/release/mlci");
+    if bin.exists() {
+        Some(bin)
+    } else {
+        eprintln!(
+            "\n!!!! SKIPPED: {} is missing, so the scratch trainer image cannot be built; \
+             run scripts/build-static first\n",
+            bin.display()
+        );
+        None
+    }
+}
+
+/// The scratch trainer image from the static mlci, tagged for this test.
+pub fn trainer_image(engine: &Arc<Engine>, test: &str) -> Option<TestImage> {
+    let bin = static_binary()?;
+    let tag = format!("mlci-trainer-test:{}-{test}", std::process::id());
+    Some(build(engine, BuildContext::trainer(&bin), "Dockerfile", tag))
+}
