@@ -32,6 +32,8 @@ pub struct Engine {
     host: String,
     /// The Engine host's cores: CPU limits above it are refused by Docker, so they are capped.
     cpus: f64,
+    /// The Engine host's memory in bytes (0 when the Engine does not say).
+    memory: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -295,7 +297,9 @@ impl Engine {
             })
             .map_err(|e| unreachable(e.to_string()))?;
         let cpus = info.ncpu.filter(|&n| n > 0).unwrap_or(1) as f64;
+        let memory = info.mem_total.and_then(|m| u64::try_from(m).ok()).unwrap_or(0);
         Ok(Self {
+            memory,
             docker,
             runtime,
             host,
@@ -312,6 +316,11 @@ impl Engine {
     /// The bollard client.
     pub(crate) fn docker(&self) -> &Docker {
         &self.docker
+    }
+
+    /// Memory of the Engine's host in bytes (0 when unknown).
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory
     }
 
     /// Cores of the Engine's host.

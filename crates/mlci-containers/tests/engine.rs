@@ -8,8 +8,8 @@
 //! not built). Every container is removed by id; every tag is removed at the end.
 #![allow(clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use mlci_containers::testing::{engine, owner, shell_image, static_binary, trainer_image, TestImage};
@@ -112,6 +112,7 @@ fn data_is_mounted_read_only_and_containers_carry_labels() {
         trial: "7".into(),
         kind: "cnn/mlci".into(),
         owner: owner.clone(),
+        ..Default::default()
     };
     let runner = {
         let engine = engine.clone();

@@ -274,9 +274,9 @@ fn a_training_container_killed_mid_run_resumes_from_its_checkpoint() {
     mlci_train::synth::generate(
         &data,
         mlci_train::synth::SynthSpec {
-            train_per_class: 64,
-            validation_per_class: 16,
-            size: 32,
+            train_per_class: 300,
+            validation_per_class: 50,
+            size: 64,
             seed: 3,
         },
     )
@@ -285,7 +285,7 @@ fn a_training_container_killed_mid_run_resumes_from_its_checkpoint() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
         out.join("spec.json"),
-        r#"{"input_size": 32, "conv_blocks": [{"filters": 8}, {"filters": 16}], "dense": [{"units": 16}],
+        r#"{"input_size": 64, "conv_blocks": [{"filters": 16}, {"filters": 32}], "dense": [{"units": 32}],
             "training": {"epochs": 6, "batch_size": 16}}"#,
     )
     .unwrap();
@@ -335,6 +335,8 @@ fn a_training_container_killed_mid_run_resumes_from_its_checkpoint() {
     let first = fx.health.up(spec).unwrap().container_id.unwrap();
     let watcher = Watcher::start(&fx.health);
     wait_for_checkpoint(&out, 2);
+    let status = engine.status(&first).unwrap().unwrap();
+    assert!(status.running, "training ended before it could be killed: {status:?}");
     engine.kill(&first).unwrap();
     wait_for("the training to complete", Duration::from_secs(600), || {
         fx.store.environment("train").unwrap().unwrap().state == EnvironmentState::Completed

@@ -565,7 +565,7 @@ fn a_new_file_is_migrated_and_reopening_changes_nothing() {
     assert_eq!(version, SCHEMA_VERSION);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
-    let mut tables: Vec<String> = conn
+    let tables: Vec<String> = conn
         .prepare(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
         )

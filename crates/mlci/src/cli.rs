@@ -56,6 +56,15 @@ pub enum Command {
     /// Check registered environments and relaunch dead ones.
     #[command(subcommand)]
     Health(HealthCommand),
+    /// The step service for Jenkins: HTTP steps, a Jenkins-compatible API, the GitHub webhook.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:7878; never 8080, Jenkins' port). Env: MLCI_LISTEN.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]

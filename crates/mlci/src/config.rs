@@ -36,6 +36,14 @@ pub mod env {
     pub const OWNER: &str = "MLCI_OWNER";
     /// Seconds between the health watcher's full reconciles.
     pub const HEALTH_INTERVAL: &str = "MLCI_HEALTH_INTERVAL";
+    /// `mlci serve`'s address (default 127.0.0.1:7878).
+    pub const LISTEN: &str = "MLCI_LISTEN";
+    /// The step service's API token (what Jenkins' `mlci-token` credential holds).
+    pub const TOKEN: &str = "MLCI_TOKEN";
+    pub const TOKEN_FILE: &str = "MLCI_TOKEN_FILE";
+    /// The GitHub webhook secret.
+    pub const WEBHOOK_SECRET: &str = "MLCI_WEBHOOK_SECRET";
+    pub const WEBHOOK_SECRET_FILE: &str = "MLCI_WEBHOOK_SECRET_FILE";
 }
 
 /// `mlci.toml`.
@@ -52,6 +60,49 @@ pub struct FileConfig {
     pub mail: MailSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]`: `mlci serve`. Secrets are read from the environment or files, never from here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: Option<std::net::SocketAddr>,
+    /// The URL Jenkins reaches mlci at (for `Location` headers and Jenkins `url` fields).
+    pub public_url: Option<String>,
+    /// Answer GET requests without a token (default true).
+    pub read_only_open: Option<bool>,
+    /// File holding the API token (else `MLCI_TOKEN`).
+    pub token_file: Option<PathBuf>,
+    /// File holding the GitHub webhook secret (else `MLCI_WEBHOOK_SECRET`).
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Repositories whose pushes (GitHub webhook) start the pipeline.
+    #[serde(default)]
+    pub repositories: Vec<RepositorySection>,
+}
+
+/// A repository the service knows: where it is, and what a push of it runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySection {
+    pub name: String,
+    pub url: String,
+    #[serde(default = "RepositorySection::default_branch")]
+    pub branch: String,
+    /// Other URLs the webhook payload may name it by (`owner/name`, the web URL).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Dataset folder for its training (mounted or read, never copied).
+    pub data: Option<PathBuf>,
+    /// Experiment spec in the repository (default `experiment.yaml`).
+    pub experiment: Option<String>,
+}
+
+impl RepositorySection {
+    fn default_branch() -> String {
+        "main".into()
+    }
 }
 
 /// `[health]`: how the watcher treats dead environments.
@@ -135,6 +186,9 @@ pub struct Config {
     pub mail: MailSection,
     pub owner: String,
     pub health: mlci_health::Policy,
+    pub server: ServerSection,
+    /// The configuration file read, if any (passed on to the steps `mlci serve` runs).
+    pub file: Option<PathBuf>,
 }
 
 /// A configuration problem (exit 2), naming the file, variable or field.
@@ -245,7 +299,22 @@ impl Config {
                 .map_err(|_| ConfigError(format!("{}={v} is not a number of seconds", env::HEALTH_INTERVAL)))?;
         }
         let health = health.policy()?;
+        let mut server = fc.server;
+        if let Some(v) = var(env::LISTEN) {
+            server.listen = Some(
+                v.parse()
+                    .map_err(|_| ConfigError(format!("{}={v} is not an address like 127.0.0.1:7878", env::LISTEN)))?,
+            );
+        }
+        if let Some(v) = var(env::TOKEN_FILE) {
+            server.token_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = var(env::WEBHOOK_SECRET_FILE) {
+            server.webhook_secret_file = Some(PathBuf::from(v));
+        }
         Ok(Self {
+            file: file_path,
+            server,
             data_dir,
             threads,
             db,

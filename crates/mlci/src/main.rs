@@ -7,6 +7,7 @@ mod config;
 mod env;
 mod mail;
 mod progress;
+mod serve;
 mod tune;
 
 use std::fmt;
@@ -128,6 +129,7 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<u8> {
         Command::Experiments(cmd) => tune::cmd_experiments(cmd, cfg),
         Command::Env(cmd) => env::cmd_env(cmd, cfg),
         Command::Health(cmd) => env::cmd_health(cmd, cfg),
+        Command::Serve(args) => serve::cmd_serve(args, cfg),
     }
 }
 

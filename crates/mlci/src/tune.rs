@@ -138,15 +138,29 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
 /// The container executor: connect to the Engine, build the trainer image
 /// from a static mlci when it is missing, and remove containers a crashed run
 /// of this experiment left behind.
-fn container_executor(experiment: &str) -> anyhow::Result<mlci_containers::ContainerExecutor> {
+fn container_executor(
+    experiment: &str,
+    parallel_trials: usize,
+) -> anyhow::Result<mlci_containers::ContainerExecutor> {
     let engine = crate::env::engine()?;
     let image = crate::env::trainer_image(&engine)?;
     for left in engine.leftovers(experiment)? {
         tracing::warn!(container = %left.name, state = %left.state, "removing a container a crashed run left behind");
         engine.remove_container(&left.id)?;
     }
-    let executor = mlci_containers::ContainerExecutor::new(engine, &image, experiment)?;
-    tracing::info!(image = %image, digest = executor.image_digest(), "trials run in containers");
+    let memory = engine.memory_bytes();
+    let mut executor = mlci_containers::ContainerExecutor::new(engine, &image, experiment)?;
+    // Parallel trials share the host: each gets its part of 80% of its memory (the
+    // rest for the Engine, mlci and the page cache), as the cores are split by threads.
+    if memory > 0 {
+        executor.memory_bytes = Some(memory / 5 * 4 / parallel_trials.max(1) as u64);
+    }
+    tracing::info!(
+        image = %image,
+        digest = executor.image_digest(),
+        memory_per_trial = executor.memory_bytes.unwrap_or(0),
+        "trials run in containers"
+    );
     Ok(executor)
 }
 
@@ -204,7 +218,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
                 .collect(),
             ..SubprocessExecutor::default()
         }),
-        ExecutorKind::Container => Box::new(container_executor(&exp.id)?),
+        ExecutorKind::Container => Box::new(container_executor(&exp.id, spec.budget.parallel_trials)?),
     };
     // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop after their
     // current epoch's checkpoint and go back to pending; `--resume` continues.

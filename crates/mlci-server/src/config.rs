@@ -1,0 +1,100 @@
+//! The service's configuration, filled in by the binary (which reads files, environment and
+//! flags; this crate reads none of them).
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A secret (API token, webhook secret). Its `Debug` is redacted, and it is never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself: for comparing and signing only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A repository whose pushes start the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookRepository {
+    /// mlci's name for it (the `repository` parameter of the pipeline run).
+    pub name: String,
+    /// URLs (clone, SSH or web) or `owner/name`, any of which the payload's repository must
+    /// match (compared without a trailing `.git` or `/`, ignoring case).
+    pub urls: Vec<String>,
+    /// The branch whose pushes count (`main`).
+    pub branch: String,
+}
+
+/// The GitHub webhook (`POST /github-webhook/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// The secret GitHub signs deliveries with (`X-Hub-Signature-256`).
+    pub secret: Secret,
+    pub repositories: Vec<WebhookRepository>,
+    /// The step a push starts, with `{repository, url, branch, commit}`: `pipeline` (the
+    /// binary's), or `jenkins-trigger` to start a job on a real Jenkins instead.
+    pub step: String,
+}
+
+/// Everything [`Server::bind`](crate::Server::bind) needs besides the store and the steps.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where to listen (default `127.0.0.1:7878`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// API tokens accepted for mutating requests (`Bearer`, or Basic with the token as
+    /// password). With none, every mutating request is refused.
+    pub tokens: Vec<Secret>,
+    /// Whether GET requests are answered without a token (default true).
+    pub read_only_open: bool,
+    /// Largest request body accepted; larger ones get 413 (default 2 MiB).
+    pub body_limit_bytes: usize,
+    /// Longest time a request may take until its response starts (default 30 s); log
+    /// streams are not limited once they started.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for cancelled runs to finish (default 30 s).
+    pub shutdown_grace: Duration,
+    /// Each run's artifacts folder is `artifacts_dir/<run id>`.
+    pub artifacts_dir: PathBuf,
+    /// The URL clients reach the service at, for Jenkins' `url` fields and `Location`
+    /// headers (default: from the request's `Host`).
+    pub public_url: Option<String>,
+    pub webhook: Option<WebhookConfig>,
+    /// A Jenkins job to trigger: enables the built-in `jenkins-trigger` step (which the
+    /// webhook can start by naming it as its `step`).
+    pub jenkins: Option<crate::JenkinsTarget>,
+}
+
+impl ServerConfig {
+    /// The default port: 7878 (8080 belongs to Jenkins).
+    pub const DEFAULT_PORT: u16 = 7878;
+
+    /// Defaults, with runs' artifacts under `artifacts_dir`.
+    pub fn new(artifacts_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, Self::DEFAULT_PORT)),
+            tokens: Vec::new(),
+            read_only_open: true,
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+            artifacts_dir: artifacts_dir.into(),
+            public_url: None,
+            webhook: None,
+            jenkins: None,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Operations: `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`, the dashboard at `/`.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use mlci_core::RunFilter;
+use serde_json::{json, Map, Value};
+
+use crate::state::AppState;
+
+/// Every route the service answers: (method, path, summary). The OpenAPI document is built
+/// from this table; a test checks that every `.route(...)` in the source is in it.
+pub const ROUTES: &[(&str, &str, &str)] = &[
+    (
+        "post",
+        "/api/v1/steps/{step}",
+        "Start a run of a step (202 + Location; Idempotency-Key: the same run, 200)",
+    ),
+    (
+        "get",
+        "/api/v1/runs",
+        "List runs, newest first (?step=, ?state=a,b, ?limit=)",
+    ),
+    ("get", "/api/v1/runs/{id}", "A run"),
+    ("delete", "/api/v1/runs/{id}", "Cancel a run (202)"),
+    (
+        "get",
+        "/api/v1/runs/{id}/log",
+        "The run's log from ?offset=N (X-Log-Offset, X-More-Data), or ?follow=1 as a stream",
+    ),
+    (
+        "get",
+        "/api/v1/runs/{id}/artifacts",
+        "The run's artifacts: [{name, size}]",
+    ),
+    ("get", "/api/v1/runs/{id}/artifacts/{name}", "One artifact"),
+    (
+        "get",
+        "/api/json",
+        "Jenkins: the instance and its jobs (one per step)",
+    ),
+    (
+        "get",
+        "/crumbIssuer/api/json",
+        "Jenkins: a crumb (not required with a token)",
+    ),
+    ("get", "/me/api/json", "Jenkins: the authenticated user"),
+    ("get", "/whoAmI/api/json", "Jenkins: who the caller is"),
+    ("get", "/queue/api/json", "Jenkins: waiting queue items"),
+    (
+        "get",
+        "/queue/item/{n}/api/json",
+        "Jenkins: a queue item (executable once started)",
+    ),
+    (
+        "get",
+        "/job/{job}/api/json",
+        "Jenkins: a job (nextBuildNumber, builds, parameter definitions)",
+    ),
+    (
+        "post",
+        "/job/{job}/build",
+        "Jenkins: start a build (201 + Location of the queue item)",
+    ),
+    (
+        "post",
+        "/job/{job}/buildWithParameters",
+        "Jenkins: start a build with parameters (201 + Location)",
+    ),
+    (
+        "get",
+        "/job/{job}/{n}/api/json",
+        "Jenkins: a build (building, result, duration, timestamp)",
+    ),
+    ("get", "/job/{job}/{n}/consoleText", "Jenkins: a build's console"),
+    (
+        "get",
+        "/job/{job}/{n}/logText/progressiveText",
+        "Jenkins: the console from ?start=N (X-Text-Size, X-More-Data)",
+    ),
+    ("post", "/job/{job}/{n}/stop", "Jenkins: abort a build"),
+    (
+        "get",
+        "/job/{job}/{n}/artifact/{name}",
+        "Jenkins: a build artifact",
+    ),
+    (
+        "post",
+        "/github-webhook/",
+        "GitHub push events (X-Hub-Signature-256)",
+    ),
+    (
+        "post",
+        "/github-webhook",
+        "GitHub push events (without the trailing slash)",
+    ),
+    ("get", "/healthz", "Liveness: 200 while the process serves"),
+    (
+        "get",
+        "/readyz",
+        "Readiness: the store and the caller's checks (Docker Engine)",
+    ),
+    ("get", "/metrics", "Prometheus metrics"),
+    ("get", "/api/v1/openapi.json", "This document"),
+    ("get", "/", "The dashboard"),
+];
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/", get(dashboard))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut problems = Vec::new();
+    if let Err(e) = state.db(|s| s.ping()).await {
+        problems.push(format!("store: {}", e.message));
+    }
+    let checks = state.readiness.clone();
+    let more = tokio::task::spawn_blocking(move || {
+        checks
+            .iter()
+            .filter_map(|check| check().err())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|e| vec![format!("readiness check panicked: {e}")]);
+    problems.extend(more);
+    if problems.is_empty() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "problems": problems})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let runs = match state.db(|s| s.runs(&RunFilter::default())).await {
+        Ok(runs) => runs,
+        Err(e) => return e.into_response(),
+    };
+    let sources = state.gauges.clone();
+    let gauges = tokio::task::spawn_blocking(move || sources.iter().flat_map(|g| g()).collect::<Vec<_>>())
+        .await
+        .unwrap_or_default();
+    let text = state.metrics.render(&runs, &state.steps.names(), &gauges);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// The OpenAPI 3.1 document of [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths: Map<String, Value> = Map::new();
+    for (method, path, summary) in ROUTES {
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut op =
+            json!({"summary": summary, "responses": {"default": {"description": "see docs/step-api.md"}}});
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        if *method != "get" {
+            op["security"] = json!([{"bearer": []}, {"basic": []}]);
+        }
+        if let Value::Object(entry) = paths.entry(path.to_string()).or_insert_with(|| json!({})) {
+            entry.insert(method.to_string(), op);
+        }
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "mlci step service", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Runs of mlci steps; see docs/step-api.md"},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "basic": {"type": "http", "scheme": "basic"},
+            },
+            "schemas": {
+                "Run": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "step": {"type": "string"}, "number": {"type": "integer"},
+                    "state": {"enum": ["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]},
+                    "outcome": {"enum": ["success", "unstable", "failure", "aborted", null]},
+                    "params": {"type": "object"}, "result": {"type": ["object", "null"]},
+                    "error": {"type": ["string", "null"]},
+                    "created_at": {"type": "number"}, "started_at": {"type": ["number", "null"]},
+                    "finished_at": {"type": ["number", "null"]},
+                }},
+                "Error": {"type": "object", "properties": {
+                    "error": {"type": "string"}, "field": {"type": ["string", "null"]},
+                }},
+            },
+        },
+    })
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
+}

@@ -1,0 +1,204 @@
+//! `POST /github-webhook/`: GitHub push events start the pipeline.
+//!
+//! **Invariant:** the signature (`X-Hub-Signature-256`, HMAC-SHA256 of the raw body) is
+//! checked, in constant time, before the body is parsed or anything else is looked at.
+//! Deliveries are deduplicated by `X-GitHub-Delivery` (the run's idempotency key is
+//! `github-<delivery>`), so a redelivery never starts a second run.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::config::{WebhookConfig, WebhookRepository};
+use crate::error::ApiError;
+use crate::state::{run_json, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/github-webhook/", post(receive))
+        .route("/github-webhook", post(receive))
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => Some(u8::try_from(digit(*hi)? * 16 + digit(*lo)?).ok()?),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
+pub fn signature_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(expected) = header.trim().strip_prefix("sha256=").and_then(hex_decode) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return false;
+    };
+    mac.update(body);
+    // `verify_slice` compares in constant time.
+    mac.verify_slice(&expected).is_ok()
+}
+
+fn ignored(reason: impl Into<String>) -> Response {
+    let reason = reason.into();
+    tracing::info!(reason, "webhook delivery ignored");
+    (StatusCode::ACCEPTED, Json(json!({"ignored": reason}))).into_response()
+}
+
+/// `https://github.com/O/R.git`, `git@github.com:O/R.git`, `O/R` → comparable forms.
+fn normalise(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/').to_ascii_lowercase();
+    url.strip_suffix(".git").unwrap_or(&url).to_owned()
+}
+
+fn find_repository<'a>(config: &'a WebhookConfig, repository: &Value) -> Option<&'a WebhookRepository> {
+    let candidates: Vec<String> = [
+        "clone_url",
+        "ssh_url",
+        "html_url",
+        "git_url",
+        "svn_url",
+        "url",
+        "full_name",
+    ]
+    .iter()
+    .filter_map(|k| repository.get(k).and_then(Value::as_str))
+    .map(normalise)
+    .collect();
+    config
+        .repositories
+        .iter()
+        .find(|r| r.urls.iter().any(|u| candidates.contains(&normalise(u))))
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(config) = state.config.webhook.as_ref() else {
+        return Err(ApiError::not_found("the GitHub webhook is not configured"));
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let signed = header("x-hub-signature-256")
+        .is_some_and(|sig| signature_valid(config.secret.expose().as_bytes(), &body, &sig));
+    if !signed {
+        tracing::warn!("webhook delivery refused: missing or wrong X-Hub-Signature-256");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-Hub-Signature-256",
+        ));
+    }
+    // Signed: from here on the body is GitHub's.
+    let event = header("x-github-event").unwrap_or_default();
+    let Some(delivery) = header("x-github-delivery").filter(|d| !d.is_empty() && d.len() <= 100) else {
+        return Err(ApiError::bad_field("X-GitHub-Delivery", "missing"));
+    };
+    let payload: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_field("body", format!("not valid JSON: {e}")))?;
+    tracing::info!(event, delivery, "webhook delivery");
+    match event.as_str() {
+        "ping" => {
+            return Ok(Json(
+                json!({"pong": true, "zen": payload.get("zen"), "hook_id": payload.get("hook_id")}),
+            )
+            .into_response())
+        }
+        "push" => {}
+        other => return Ok(ignored(format!("event `{other}` is not handled"))),
+    }
+    let Some(repository) = payload.get("repository").and_then(|r| find_repository(config, r)) else {
+        let name = payload
+            .pointer("/repository/full_name")
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        return Ok(ignored(format!("repository {name} is not registered")));
+    };
+    let git_ref = payload.get("ref").and_then(Value::as_str).unwrap_or_default();
+    let after = payload.get("after").and_then(Value::as_str).unwrap_or_default();
+    if payload.get("deleted").and_then(Value::as_bool) == Some(true) || after.bytes().all(|b| b == b'0') {
+        return Ok(ignored(format!("{git_ref} was deleted")));
+    }
+    let Some(branch) = git_ref.strip_prefix("refs/heads/") else {
+        return Ok(ignored(format!("{git_ref} is not a branch")));
+    };
+    if branch != repository.branch {
+        return Ok(ignored(format!(
+            "branch {branch} is not {} of {}",
+            repository.branch, repository.name
+        )));
+    }
+    if !(after.len() == 40 || after.len() == 64) || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad_field("after", "not a commit id"));
+    }
+    if !state.has_step(&config.step) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the pipeline step `{}` is not available", config.step),
+        ));
+    }
+    let params = json!({
+        "repository": repository.name,
+        "url": repository.urls.first(),
+        "branch": branch,
+        "commit": after,
+    });
+    state.validate(&config.step, &params).await?;
+    let (run, created) = state
+        .submit(&config.step, params, Some(format!("github-{delivery}")))
+        .await?;
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(run_json(&run))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn githubs_own_test_vector_verifies() {
+        let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(signature_valid(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            header
+        ));
+        assert!(!signature_valid(
+            b"It's a Secret to Everybody",
+            b"Hello, World?",
+            header
+        ));
+        assert!(!signature_valid(
+            b"It's a secret to everybody",
+            b"Hello, World!",
+            header
+        ));
+        assert!(!signature_valid(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            &header[..20]
+        ));
+        assert!(!signature_valid(b"x", b"Hello, World!", "sha1=abc"));
+        assert!(!signature_valid(b"x", b"", "sha256=zz"));
+    }
+
+    #[test]
+    fn repository_urls_compare_loosely() {
+        assert_eq!(normalise("https://github.com/O/R.git/"), "https://github.com/o/r");
+        assert_eq!(normalise("O/R"), "o/r");
+    }
+}

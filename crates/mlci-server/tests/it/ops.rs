@@ -1,0 +1,229 @@
+//! Operations: health, readiness, metrics, the OpenAPI document, restart and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlci_core::{NewRun, RunRecord, RunState, RunStore};
+use mlci_server::Gauge;
+
+use crate::{TestServer, TestSteps};
+
+#[test]
+fn the_openapi_document_covers_every_route_in_the_source() {
+    let doc = mlci_server::openapi_document();
+    let paths = doc["paths"].as_object().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for piece in text.split(".route(\"").skip(1) {
+            let route = piece.split('"').next().unwrap();
+            assert!(
+                paths.contains_key(route),
+                "{route} (in {}) is not in the OpenAPI document",
+                path.display()
+            );
+            found.insert(route.to_owned());
+        }
+    }
+    let listed: std::collections::BTreeSet<_> = mlci_server::ROUTES.iter().map(|r| r.1.to_owned()).collect();
+    assert_eq!(found, listed, "ROUTES and the router list the same paths");
+
+    let server = TestServer::start();
+    let served = server.get("/api/v1/openapi.json");
+    assert_eq!(served.status, 200);
+    assert_eq!(served.json(), doc);
+    // Every documented route is routed (a GET of a POST route is 405, not 404).
+    for (method, route, _) in mlci_server::ROUTES {
+        let concrete = route
+            .replace("{step}", "noop")
+            .replace("{id}", "r-000001")
+            .replace("{name}", "x")
+            .replace("{job}", "noop")
+            .replace("{n}", "1");
+        let reply = server.get(&concrete);
+        let unrouted = reply.status == 404 && reply.text().contains("no such route");
+        assert!(!unrouted, "{method} {route} is not routed");
+    }
+}
+
+#[test]
+fn health_readiness_and_metrics() {
+    let broken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&broken);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(mlci_store::SqliteStore::open(&tmp.path().join("mlci.db")).unwrap());
+    let mut config = mlci_server::ServerConfig::new(tmp.path().join("runs"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.tokens = vec![mlci_server::Secret::new(crate::TOKEN)];
+    let server = mlci_server::Server::bind(config, store, Arc::new(TestSteps::default()))
+        .unwrap()
+        .readiness_check(Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                Err("docker: the Engine at /var/run/docker.sock does not answer".into())
+            } else {
+                Ok(())
+            }
+        }))
+        .gauges(Arc::new(|| {
+            vec![Gauge {
+                name: "mlci_health_relaunches_total".into(),
+                help: "Relaunches by the health watcher.".into(),
+                labels: vec![("environment".into(), "notebook".into())],
+                value: 3.0,
+            }]
+        }));
+    let url = format!("http://{}", server.local_addr());
+    let handle = server.shutdown_handle();
+    let thread = std::thread::spawn(move || server.run(std::future::pending()));
+    let get = |path: &str| crate::send(crate::agent().get(&format!("{url}{path}")), None);
+
+    assert_eq!(get("/healthz").status, 200);
+    assert_eq!(get("/readyz").status, 200);
+    broken.store(true, std::sync::atomic::Ordering::SeqCst);
+    let not_ready = get("/readyz");
+    assert_eq!(not_ready.status, 503);
+    assert!(not_ready.text().contains("docker.sock"));
+
+    let post = crate::agent()
+        .post(&format!("{url}/api/v1/steps/noop"))
+        .set("Authorization", &format!("Bearer {}", crate::TOKEN));
+    let run = crate::send(post, Some(b"{}")).json();
+    let until = Instant::now() + Duration::from_secs(10);
+    while get(&format!("/api/v1/runs/{}", run["id"].as_str().unwrap())).json()["state"] != "succeeded" {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = get("/metrics");
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    let text = metrics.text();
+    for line in [
+        "mlci_runs{step=\"noop\",state=\"succeeded\"} 1",
+        "mlci_runs{step=\"train\"",
+        "mlci_run_duration_seconds_count{step=\"noop\"} 1",
+        "mlci_http_requests_total{method=\"POST\",route=\"/api/v1/steps/{step}\",status=\"202\"} 1",
+        "mlci_http_request_duration_seconds_bucket{method=\"GET\",route=\"/readyz\",le=\"+Inf\"} 2",
+        "mlci_health_relaunches_total{environment=\"notebook\"} 3",
+    ] {
+        if line == "mlci_runs{step=\"train\"" {
+            assert!(!text.contains(line), "only the steps that exist are listed");
+            continue;
+        }
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    handle.trigger();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn runs_left_by_a_previous_process_are_resumed_or_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = mlci_store::SqliteStore::open(&tmp.path().join("mlci.db")).unwrap();
+        let new = |step: &str| NewRun {
+            step: step.into(),
+            params: r#"{"sleep_ms": 10}"#.into(),
+            idempotency_key: None,
+            created_at: 1_790_000_000.0,
+        };
+        let (mut running, _) = store.create_run(&new("noop")).unwrap();
+        running.state = RunState::Running;
+        running.started_at = Some(1_790_000_001.0);
+        store.update_run(&running).unwrap();
+        store.append_log(&running.id, b"noop: sleeping 10 ms\n").unwrap();
+        store.create_run(&new("resumable")).unwrap();
+        let (mut done, _) = store.create_run(&new("noop")).unwrap();
+        done.state = RunState::Succeeded;
+        store.update_run(&done).unwrap();
+    }
+    let steps = Arc::new(TestSteps::default());
+    let server = TestServer::start_in(tmp.path(), Arc::clone(&steps), |_| {});
+    let interrupted = server.wait_finished("r-000001");
+    assert_eq!(interrupted["state"], "interrupted", "{interrupted}");
+    assert_eq!(interrupted["outcome"], "aborted");
+    assert!(
+        interrupted["error"].as_str().unwrap().contains("service stopped"),
+        "{interrupted}"
+    );
+    let log = server.get("/api/v1/runs/r-000001/log").text();
+    assert!(
+        log.starts_with("noop: sleeping 10 ms\n") && log.ends_with("Finished: ABORTED\n"),
+        "{log}"
+    );
+
+    let resumed = server.wait_finished("r-000002");
+    assert_eq!(resumed["state"], "succeeded", "{resumed}");
+    let seen = steps.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only the resumable run ran again: {seen:?}");
+    assert_eq!((seen[0].0.as_str(), seen[0].2), ("resumable", true));
+    assert!(server
+        .get("/api/v1/runs/r-000002/log")
+        .text()
+        .contains("Resumed by mlci serve"));
+    assert_eq!(server.get("/api/v1/runs/r-000003").json()["state"], "succeeded");
+}
+
+#[test]
+fn shutdown_stops_runs_and_resumable_ones_resume_at_the_next_start() {
+    let mut server = TestServer::start();
+    let plain = server.post_step("noop", r#"{"sleep_ms": 60000}"#, None).json();
+    let resumable = server
+        .post_step("resumable", r#"{"sleep_ms": 60000}"#, None)
+        .json();
+    let (plain, resumable) = (plain["id"].as_str().unwrap(), resumable["id"].as_str().unwrap());
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    server.stop().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The port is closed.
+    assert!(std::net::TcpStream::connect(server.url.trim_start_matches("http://")).is_err());
+
+    let stored: RunRecord = server.store.run(plain).unwrap().unwrap();
+    assert_eq!(stored.state, RunState::Interrupted);
+    assert!(
+        stored.error.as_deref().unwrap().contains("shut down"),
+        "{stored:?}"
+    );
+    let log = String::from_utf8(server.store.read_log(plain, 0, 1 << 20).unwrap()).unwrap();
+    assert!(log.ends_with("Finished: ABORTED\n"), "{log}");
+    let waiting: RunRecord = server.store.run(resumable).unwrap().unwrap();
+    assert_eq!(waiting.state, RunState::Queued, "{waiting:?}");
+
+    // The next process resumes it.
+    let steps = Arc::new(TestSteps::default());
+    let again = TestServer::start_in(&server.dir, Arc::clone(&steps), |_| {});
+    let done = again.wait_finished(resumable);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["started_at"].as_f64(),
+        waiting.started_at,
+        "the first start is kept"
+    );
+    assert_eq!(steps.seen.lock().unwrap().len(), 1);
+    assert_eq!(
+        again.get(&format!("/api/v1/runs/{plain}")).json()["state"],
+        "interrupted"
+    );
+}
+
+#[test]
+fn the_dashboard_is_served_without_external_assets() {
+    let server = TestServer::start();
+    let page = server.get("/");
+    assert_eq!(page.status, 200);
+    assert!(page.header("content-type").unwrap().starts_with("text/html"));
+    let html = page.text();
+    assert!(html.contains("api/v1/runs"));
+    assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
+}
