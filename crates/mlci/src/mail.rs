@@ -73,13 +73,14 @@ pub fn notify(
     exp: &ExperimentRecord,
     trials: &[TrialRecord],
     report: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Delivery> {
     let message = Notification::for_experiment(exp, trials, Some(ReportLink::Attach(report.to_path_buf())))?;
-    match notifier.send(&message)? {
+    let delivery = notifier.send(&message)?;
+    match &delivery {
         Delivery::Outbox(path) => {
             tracing::info!(outbox = %path.display(), "result mail written to the outbox")
         }
         other => tracing::info!(delivery = ?other, "result mail sent"),
     }
-    Ok(())
+    Ok(delivery)
 }

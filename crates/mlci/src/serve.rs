@@ -484,10 +484,20 @@ impl MlciSteps {
         let trials = self.store.trials(exp_id).map_err(fail)?;
         let report = self.cfg.data_dir.join("artifacts").join(run_id).join("report.html");
         let notifier = crate::mail::notifier(&self.cfg).map_err(|e| fail(format!("{e:#}")))?;
-        crate::mail::notify(&notifier, &exp, &trials, &report).map_err(|e| fail(format!("{e:#}")))?;
-        ctx.log(format!("mailed the result of experiment {exp_id} to {:?}", self.cfg.mail.to));
+        let delivery =
+            crate::mail::notify(&notifier, &exp, &trials, &report).map_err(|e| fail(format!("{e:#}")))?;
+        let delivery = match delivery {
+            mlci_notify::Delivery::Outbox(_) => "outbox",
+            _ => "smtp",
+        };
+        ctx.log(format!("the result of experiment {exp_id} went to {:?} ({delivery})", self.cfg.mail.to));
         Ok(StepOutput {
-            result: json!({"experiment_id": exp_id, "to": self.cfg.mail.to, "met": exp.state == ExperimentState::Succeeded}),
+            result: json!({
+                "experiment_id": exp_id,
+                "delivery": delivery,
+                "to": self.cfg.mail.to,
+                "met": exp.state == ExperimentState::Succeeded,
+            }),
             outcome: Outcome::Success,
         })
     }

@@ -2,6 +2,7 @@
 //! kill-and-resume with a real SIGKILL, predict, and the demo.
 
 mod health;
+mod pipeline;
 mod tune;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,177 @@
+//! The whole pipeline driven only through the Jenkinsfile's step scripts
+//! (`tests/jenkins/steps_e2e.sh` runs `jenkins/steps/*.sh` in the Jenkinsfile's
+//! order, then their failure paths) against a real `mlci serve`: from a commit
+//! in a local git repository to the tuned model, its report, and the result
+//! mail in a real SMTP server (aiosmtpd), on generated images.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tune::static_mlci;
+use crate::{generated, mlci};
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("{what} exited ({status}) before listening");
+        }
+        assert!(Instant::now() < deadline, "{what} is not listening on {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Children killed (by PID) when the test ends, whatever happens.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SIGTERM first: mlci serve shuts down gracefully.
+            // SAFETY: kill(2) on a child this test spawned.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+        }
+        for c in &mut self.0 {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Data Scientist")
+        .env("GIT_AUTHOR_EMAIL", "ds@example.com")
+        .env("GIT_COMMITTER_NAME", "Data Scientist")
+        .env("GIT_COMMITTER_EMAIL", "ds@example.com")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A model repository as a data scientist pushes it: an mlci CNN spec and an experiment.
+fn model_repo(dir: &Path) -> std::path::PathBuf {
+    let repo = dir.join("model-repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        repo.join("model.json"),
+        r#"{"input_size": 32, "conv_blocks": [{"filters": 16}, {"filters": 32}], "dense": [{"units": 64}],
+            "training": {"epochs": 4, "learning_rate": 0.002, "batch_size": 16, "seed": 3}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("experiment.yaml"),
+        r#"name: catsdogs-ci
+objective: { metric: val_accuracy, goal: 0.9 }
+search_space:
+  training.learning_rate: { type: float, min: 0.001, max: 0.003, log: true }
+algorithm: { name: random }
+budget: { max_trials: 2, parallel_trials: 1 }
+trial:
+  executor: in_process
+  model:
+    input_size: 32
+    conv_blocks: [{ filters: 16 }, { filters: 32 }]
+    dense: [{ units: 64 }]
+    training: { epochs: 4, batch_size: 16, seed: 3 }
+"#,
+    )
+    .unwrap();
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "A CNN for the stripes"]);
+    repo
+}
+
+#[test]
+fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 300);
+    let repo = model_repo(tmp.path());
+    let mut children = Children(Vec::new());
+
+    // The real SMTP server (a missing aiosmtpd fails the test: .ci/run installs it).
+    let have = Command::new("python3").args(["-c", "import aiosmtpd"]).status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "this test needs aiosmtpd for python3: python3 -m pip install aiosmtpd==1.4.6"
+    );
+    let smtp_port = free_port();
+    let maildir = tmp.path().join("maildir");
+    let smtp = Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{smtp_port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(&maildir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd; .ci/run does)");
+    children.0.push(smtp);
+    wait_listening(smtp_port, children.0.last_mut().unwrap(), "aiosmtpd");
+
+    // mlci serve, with the token Jenkins' credential would hold.
+    let port = free_port();
+    let state = tmp.path().join("mlci");
+    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+    let mut serve = mlci(&state);
+    serve
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("MLCI_TOKEN", "e2e-secret-token")
+        .env("MLCI_SMTP_HOST", "127.0.0.1")
+        .env("MLCI_SMTP_PORT", smtp_port.to_string())
+        .env("MLCI_SMTP_SECURITY", "none")
+        .env("MLCI_MAIL_FROM", "mlci <mlci@example.com>")
+        .env("MLCI_MAIL_TO", "team@example.com")
+        .stdout(Stdio::null())
+        .stderr(log);
+    if let Some(bin) = static_mlci() {
+        serve.env("MLCI_TRAINER_BINARY", bin);
+    }
+    children.0.push(serve.spawn().unwrap());
+    wait_listening(port, children.0.last_mut().unwrap(), "mlci serve");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/jenkins/steps_e2e.sh");
+    let o = Command::new("bash")
+        .arg(&script)
+        .env("MLCI_URL", format!("http://127.0.0.1:{port}"))
+        .env("MLCI_TOKEN", "e2e-secret-token")
+        .env("MLCI_E2E_REPO_URL", format!("file://{}", repo.display()))
+        .env("MLCI_DATA", &data)
+        .env("MLCI_EXPERIMENT", "experiment.yaml")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let serve_log = std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
+    assert!(
+        o.status.success(),
+        "steps_e2e.sh failed:\n{out}\n{err}\n--- mlci serve ---\n{serve_log}"
+    );
+    let last = out.lines().last().unwrap_or_default();
+    assert!(last.starts_with("e2e: ") && last.ends_with(" 0 failed"), "{last}");
+    assert!(!out.contains("e2e-secret-token") && !err.contains("e2e-secret-token"), "the token leaked");
+    assert!(!serve_log.contains("e2e-secret-token"), "the token reached the service's log");
+
+    // The result mails (the tune step's and the notify step's) are in the SMTP server.
+    let mails: Vec<String> = std::fs::read_dir(maildir.join("new"))
+        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .unwrap_or_default();
+    assert!(!mails.is_empty(), "no mail reached the SMTP server");
+    assert!(mails.iter().all(|m| m.contains("team@example.com")), "{mails:?}");
+    assert!(mails.iter().any(|m| m.contains("catsdogs-ci")), "{mails:?}");
+}
