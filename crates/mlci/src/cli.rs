@@ -72,7 +72,7 @@ pub enum EnvCommand {
     /// Register an environment and start its container. Either give a workspace
     /// (its model kind picks the image and command: `--workspace DIR --data DIR`),
     /// or an explicit command after `--` (in the trainer image unless --image).
-    Up(EnvUpArgs),
+    Up(Box<EnvUpArgs>),
     /// Stop and forget an environment (its restart history too).
     Down { name: String },
     /// Registered environments and their state.

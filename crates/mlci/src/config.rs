@@ -77,9 +77,12 @@ pub struct ServerSection {
     pub token_file: Option<PathBuf>,
     /// File holding the GitHub webhook secret (else `MLCI_WEBHOOK_SECRET`).
     pub webhook_secret_file: Option<PathBuf>,
-    /// Repositories whose pushes (GitHub webhook) start the pipeline.
+    /// Repositories whose pushes (GitHub webhook) or new commits (polling) start the pipeline.
     #[serde(default)]
     pub repositories: Vec<RepositorySection>,
+    /// Poll the repositories every this many seconds for new commits (the classic job 1's
+    /// "poll SCM"); off by default (the webhook is the push-based way).
+    pub poll_seconds: Option<f64>,
 }
 
 /// A repository the service knows: where it is, and what a push of it runs.

@@ -122,7 +122,7 @@ fn parse_memory(text: &str) -> anyhow::Result<u64> {
         'g' => 1 << 30,
         _ => 1,
     };
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         return Err(bad(format!("--memory {text}: must be above 0")));
     }
     Ok((value * factor as f64) as u64)
@@ -244,7 +244,7 @@ pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<u8> {
     match cmd {
         EnvCommand::Up(args) => {
             let engine = engine()?;
-            let spec = spec_from_args(args, &engine)?;
+            let spec = spec_from_args(*args, &engine)?;
             let record = health.up(spec)?;
             let id = record.container_id.as_deref().unwrap_or("-");
             emit_plain(&format!(

@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ const DEFAULT_GOAL: f64 = 0.8;
 struct MlciSteps {
     cfg: Config,
     exe: PathBuf,
-    scm: Scm,
+    scm: Arc<Scm>,
     /// Known repositories: configured ones and those `scm-sync` registered
     /// (kept in `<data-dir>/scm/repositories.json`; credentials by reference only).
     repos: Mutex<BTreeMap<String, RepoSpec>>,
@@ -631,6 +632,54 @@ impl Steps for MlciSteps {
     }
 }
 
+/// The classic job 1's "poll SCM": a pipeline run per new commit of each
+/// configured repository, started through the service's own API (so it gets
+/// the same validation, idempotency and log as any other run). The last
+/// commit seen per repository is kept in `<data-dir>/scm/last_seen.json`.
+struct PollLoop {
+    scm: Arc<Scm>,
+    repos: Vec<RepoSpec>,
+    state: PathBuf,
+    url: String,
+    token: Secret,
+}
+
+impl PollLoop {
+    fn run(self, interval: Duration, stop: &AtomicBool) {
+        let mut seen: BTreeMap<String, String> = std::fs::read_to_string(&self.state)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let mut poller = mlci_scm::Poller::new(&self.scm);
+        for (repo, sha) in &seen {
+            poller.seed(repo.clone(), sha.clone());
+        }
+        tracing::info!(repositories = self.repos.len(), interval_seconds = interval.as_secs_f64(), "polling for new commits");
+        poller.run(&self.repos, interval, stop, |repo, commit| {
+            let body = json!({"repository": repo.name, "commit": commit.sha}).to_string();
+            let sent = ureq::post(&self.url)
+                .set("Authorization", &format!("Bearer {}", self.token.expose()))
+                .set("Content-Type", "application/json")
+                .set("Idempotency-Key", &format!("poll-{}-{}", repo.name, commit.sha))
+                .send_string(&body);
+            match sent {
+                Ok(r) => tracing::info!(
+                    repository = %repo.name, commit = %commit.sha, run = r.header("location").unwrap_or(""),
+                    "new commit: pipeline started"
+                ),
+                Err(e) => tracing::error!(repository = %repo.name, commit = %commit.sha, error = %e, "could not start the pipeline"),
+            }
+            seen.insert(repo.name.clone(), commit.sha.clone());
+            let saved = serde_json::to_vec_pretty(&seen)
+                .map_err(std::io::Error::other)
+                .and_then(|b| std::fs::write(&self.state, b));
+            if let Err(e) = saved {
+                tracing::warn!(path = %self.state.display(), error = %e, "could not save the last commits seen");
+            }
+        });
+    }
+}
+
 fn secret(env_name: &str, file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| crate::bad(format!("cannot read {}: {e}", path.display())))?;
@@ -648,8 +697,14 @@ fn secret(env_name: &str, file: Option<&Path>) -> anyhow::Result<Option<Secret>>
 
 pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     let store = Arc::new(SqliteStore::open(&cfg.db)?);
-    let scm = Scm::new(cfg.data_dir.join("scm"));
+    let scm = Arc::new(Scm::new(cfg.data_dir.join("scm")));
     let repos = MlciSteps::load_repos(cfg, scm.root())?;
+    let poll_repos: Vec<RepoSpec> = cfg
+        .server
+        .repositories
+        .iter()
+        .filter_map(|r| repos.get(&r.name).cloned())
+        .collect();
     let mut config = ServerConfig::new(cfg.data_dir.join("artifacts"));
     if let Some(listen) = args.listen.or(cfg.server.listen) {
         config.listen = listen;
@@ -658,7 +713,8 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     if let Some(open) = cfg.server.read_only_open {
         config.read_only_open = open;
     }
-    match secret(env::TOKEN, cfg.server.token_file.as_deref())? {
+    let token = secret(env::TOKEN, cfg.server.token_file.as_deref())?;
+    match token.clone() {
         Some(token) => config.tokens.push(token),
         None => tracing::warn!(
             "no API token ({} or [server] token_file): every mutating request will be refused",
@@ -684,7 +740,7 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     let steps = Arc::new(MlciSteps {
         cfg: cfg.clone(),
         exe: std::env::current_exe().context("cannot find the mlci binary")?,
-        scm,
+        scm: scm.clone(),
         repos: Mutex::new(repos),
         store: store.clone(),
     });
@@ -713,14 +769,40 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
         }));
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
+    let stop_polling = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .context("cannot install the signal handler")?;
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            tracing::info!("shutting down: running steps checkpoint and stop");
-            handle.trigger();
+    {
+        let stop_polling = stop_polling.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("shutting down: running steps checkpoint and stop");
+                stop_polling.store(true, Ordering::Relaxed);
+                handle.trigger();
+            }
+        });
+    }
+    if let Some(seconds) = cfg.server.poll_seconds {
+        let interval = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| crate::bad(format!("server.poll_seconds = {seconds}: must be a positive number")))?;
+        match token {
+            Some(token) if !poll_repos.is_empty() => {
+                let poller = PollLoop {
+                    scm,
+                    repos: poll_repos,
+                    state: cfg.data_dir.join("scm").join("last_seen.json"),
+                    url: format!("http://{addr}/api/v1/steps/pipeline"),
+                    token,
+                };
+                let stop = stop_polling.clone();
+                std::thread::spawn(move || poller.run(interval, &stop));
+            }
+            Some(_) => tracing::warn!("server.poll_seconds is set but no [[server.repositories]] to poll"),
+            None => tracing::warn!("server.poll_seconds is set but there is no API token to start runs with"),
         }
-    });
+    }
     tracing::info!(%addr, db = %cfg.db.display(), "mlci serve listening");
     crate::emit_plain(&format!("listening on http://{addr}"));
     server.run(std::future::pending())?;

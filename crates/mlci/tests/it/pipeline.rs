@@ -175,3 +175,87 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
     assert!(mails.iter().all(|m| m.contains("team@example.com")), "{mails:?}");
     assert!(mails.iter().any(|m| m.contains("catsdogs-ci")), "{mails:?}");
 }
+
+fn get_json(url: &str) -> serde_json::Value {
+    let o = Command::new("curl").args(["-fsS", url]).output().unwrap();
+    assert!(o.status.success(), "GET {url}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The finished pipeline runs, by commit.
+fn finished_pipelines(base: &str) -> Vec<(String, String)> {
+    get_json(&format!("{base}/api/v1/runs?step=pipeline"))
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["finished_at"].is_number())
+        .map(|r| {
+            (
+                r["params"]["commit"].as_str().unwrap_or_default().to_owned(),
+                r["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn polling_starts_one_pipeline_per_new_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150);
+    let repo = model_repo(tmp.path());
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    let config = tmp.path().join("mlci.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\npoll_seconds = 0.3\n[[server.repositories]]\nname = \"model\"\nurl = \"file://{}\"\n\
+             branch = \"main\"\ndata = \"{}\"\nexperiment = \"experiment.yaml\"\n",
+            repo.display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut children = Children(Vec::new());
+    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+    children.0.push(
+        mlci(&tmp.path().join("mlci"))
+            .arg("--config")
+            .arg(&config)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MLCI_TOKEN", "poll-token")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, children.0.last_mut().unwrap(), "mlci serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let serve_log = || std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default();
+    let wait = |commit: &str| {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while !finished_pipelines(&base).iter().any(|(c, _)| c == commit) {
+            assert!(Instant::now() < deadline, "no pipeline for {commit}:\n{}", serve_log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // The head when polling starts, then a new commit pushed while it runs.
+    wait(&first);
+    let text = std::fs::read_to_string(repo.join("experiment.yaml")).unwrap();
+    std::fs::write(repo.join("experiment.yaml"), text.replace("max_trials: 2", "max_trials: 1")).unwrap();
+    git(&repo, &["commit", "-q", "-am", "One trial is enough"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+    wait(&second);
+    std::thread::sleep(Duration::from_secs(1));
+    let runs = finished_pipelines(&base);
+    let mut commits: Vec<&str> = runs.iter().map(|(c, _)| c.as_str()).collect();
+    commits.sort();
+    let mut expected = vec![first.as_str(), second.as_str()];
+    expected.sort();
+    assert_eq!(commits, expected, "one pipeline per commit, none twice:\n{}", serve_log());
+    assert!(
+        runs.iter().all(|(_, o)| o == "success" || o == "unstable"),
+        "{runs:?}\n{}",
+        serve_log()
+    );
+}
