@@ -197,7 +197,17 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
         mounts.push(parse_mount(m)?);
     }
     let image = match image {
-        Some(i) => i,
+        Some(i) => {
+            if engine.image_id(&i)?.is_none() {
+                anyhow::bail!(
+                    "image {i}{} is not on the Docker Engine at {}, and mlci never pulls: build it or \
+                     `docker load` it there, or pass --image",
+                    if kind.is_empty() { String::new() } else { format!(" (for model kind {kind})") },
+                    engine.host()
+                );
+            }
+            i
+        }
         None => trainer_image(engine)?,
     };
     let mut envs = vec![("MLCI_DATA_DIR".to_owned(), "/tmp/mlci".to_owned())];

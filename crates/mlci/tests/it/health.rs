@@ -218,3 +218,73 @@ fn health_check_exits_1_when_an_environment_cannot_be_healed() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no environment named nope"));
 }
+
+#[test]
+fn env_up_provisions_a_workspace_by_its_model_kind() {
+    let Some(bin) = static_mlci() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 60);
+    let state = tmp.path().join("state");
+    let owner = format!("mlci-test-{}-envkind", std::process::id());
+    let _cleanup = Cleanup {
+        owner: owner.clone(),
+        watcher: None,
+    };
+    let up = |name: &str, ws: &Path| {
+        run(mlci(&state)
+            .env("MLCI_OWNER", &owner)
+            .env("MLCI_TRAINER_BINARY", &bin)
+            .args(["env", "up", name, "--workspace"])
+            .arg(ws)
+            .arg("--data")
+            .arg(&data))
+    };
+
+    // An mlci spec with conv blocks: a CNN, trained in the trainer image, with --resume.
+    let cnn = tmp.path().join("cnn");
+    std::fs::create_dir_all(&cnn).unwrap();
+    std::fs::write(
+        cnn.join("model.json"),
+        r#"{"input_size": 32, "conv_blocks": [{"filters": 8}], "dense": [{"units": 16}], "training": {"epochs": 2}}"#,
+    )
+    .unwrap();
+    let o = up("cnn", &cnn);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let shown = env_show(&state, &owner, "cnn");
+    assert_eq!(shown["environment"]["spec"]["kind"], "cnn/mlci");
+    let command: Vec<&str> = shown["environment"]["spec"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command[..2], ["/mlci", "train"]);
+    assert!(command.contains(&"/work/model.json") && command.last() == Some(&"--resume"), "{command:?}");
+    wait_for("the training in its container", Duration::from_secs(300), || {
+        run(mlci(&state).env("MLCI_OWNER", &owner).args(["health", "check"]));
+        env_show(&state, &owner, "cnn")["environment"]["state"] == "completed"
+    });
+    assert!(cnn.join("metrics.json").is_file() && cnn.join("model.safetensors").is_file());
+
+    // A Keras script: its image is not on the Engine, and nothing is pulled.
+    let keras = tmp.path().join("keras");
+    std::fs::create_dir_all(&keras).unwrap();
+    std::fs::write(
+        keras.join("train.py"),
+        "from tensorflow import keras\nmodel = keras.Sequential([keras.layers.Conv2D(32, 3)])\n",
+    )
+    .unwrap();
+    let o = up("keras", &keras);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("tensorflow/tensorflow") && err.contains("cnn/keras") && err.contains("never pulls"), "{err}");
+
+    // Nothing recognisable: bad input naming what was looked at.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("README.md"), "nothing to train\n").unwrap();
+    let o = up("empty", &empty);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("no model recognised") && err.contains(&empty.display().to_string()), "{err}");
+}
