@@ -503,7 +503,10 @@ impl Engine {
     }
 }
 
-pub(crate) fn create_body(spec: &ContainerSpec, host_cpus: f64) -> Result<ContainerCreateBody, ContainerError> {
+pub(crate) fn create_body(
+    spec: &ContainerSpec,
+    host_cpus: f64,
+) -> Result<ContainerCreateBody, ContainerError> {
     let mut binds = Vec::new();
     for m in &spec.mounts {
         let source = m.source.canonicalize().map_err(ContainerError::io(&m.source))?;

@@ -12,6 +12,7 @@ use mlci_core::{
     TrialRequest,
 };
 
+use crate::engine::short;
 use crate::kind::{Framework, ModelKind};
 use crate::{ContainerError, ContainerSpec, Engine, Mount, TrialLabels};
 
@@ -57,7 +58,7 @@ impl ContainerExecutor {
     }
 }
 
-fn to_failure(e: ContainerError) -> Failure {
+pub(crate) fn to_failure(e: ContainerError) -> Failure {
     let kind = match &e {
         ContainerError::MissingMount { .. } | ContainerError::Build { .. } => FailureKind::BadSpec,
         // The Engine may come back (a restart): worth a retry.
@@ -68,7 +69,7 @@ fn to_failure(e: ContainerError) -> Failure {
     Failure::new(kind, e.to_string())
 }
 
-fn crashed(what: &str, path: &Path, e: impl std::fmt::Display) -> Failure {
+pub(crate) fn crashed(what: &str, path: &Path, e: impl std::fmt::Display) -> Failure {
     Failure::new(FailureKind::Crashed, format!("{what} {}: {e}", path.display()))
 }
 
@@ -124,131 +125,185 @@ pub fn parse_epoch(line: &str) -> Option<EpochMetrics> {
     serde_json::from_value(v).ok()
 }
 
+/// A model trial ready to run: its container (command, mounts, labels,
+/// limits, user) with the spec written into the trial folder. Shared by the
+/// container and the swarm executors.
+pub(crate) fn model_trial_spec(
+    req: &TrialRequest,
+    executor: &str,
+    image: &str,
+    owner: &str,
+) -> Result<ContainerSpec, Failure> {
+    let (spec, data, val_split) = req.model_trial(executor)?;
+    std::fs::create_dir_all(&req.workdir).map_err(|e| crashed("cannot create", &req.workdir, e))?;
+    let spec_path = req.workdir.join("spec.json");
+    let json = serde_json::to_string_pretty(spec)
+        .map_err(|e| Failure::new(FailureKind::BadSpec, format!("cannot serialise the spec: {e}")))?;
+    std::fs::write(&spec_path, json).map_err(|e| crashed("cannot write", &spec_path, e))?;
+    let (uid, gid) = container_user(&req.workdir)?;
+    check_readable(&data, uid)?;
+
+    let threads = req.threads.max(1);
+    let mut command: Vec<String> = [
+        "/mlci",
+        "train",
+        "--data",
+        "/data",
+        "--out",
+        "/work",
+        "--spec",
+        "/work/spec.json",
+        "--threads",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    command.push(threads.to_string());
+    if let Some(split) = val_split {
+        command.extend(["--val-split".to_owned(), split.to_string()]);
+    }
+    if req.resume {
+        command.push("--resume".to_owned());
+    }
+    let mut cspec = ContainerSpec::new(image.to_owned(), command);
+    cspec.env = vec![
+        // mlci's config wants a data folder even for `train`; nothing is kept there.
+        ("MLCI_DATA_DIR".into(), "/tmp/mlci".into()),
+        ("MLCI_LOG".into(), "info".into()),
+    ];
+    cspec.labels = TrialLabels {
+        experiment: req.experiment.clone(),
+        trial: req.trial.to_string(),
+        kind: ModelKind::Cnn {
+            framework: Framework::Mlci,
+        }
+        .to_string(),
+        owner: owner.to_owned(),
+        ..TrialLabels::default()
+    };
+    cspec.mounts = vec![Mount::rw(&req.workdir, "/work"), Mount::ro(&data, "/data")];
+    cspec.cpus = Some(threads as f64);
+    cspec.user = format!("{uid}:{gid}");
+    cspec.timeout = req.timeout_seconds.map(Duration::from_secs_f64);
+    cspec.log_file = Some(req.workdir.join("trial.log"));
+    Ok(cspec)
+}
+
+/// Collects the trainer's epoch lines into steps and hands each to the tuner.
+#[derive(Debug, Default)]
+pub(crate) struct StepCollector {
+    pub(crate) steps: Vec<StepMetrics>,
+}
+
+impl StepCollector {
+    /// One stdout line: an epoch becomes a step (a resumed epoch replaces the later ones).
+    pub(crate) fn line(
+        &mut self,
+        line: &str,
+        on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
+    ) -> Control {
+        match parse_epoch(line) {
+            Some(m) => {
+                let step = StepMetrics::from(&m);
+                self.steps.retain(|s| s.step < step.step);
+                self.steps.push(step.clone());
+                on_step(&step)
+            }
+            None => Control::Continue,
+        }
+    }
+}
+
+/// The output of a model trial whose trainer ended: `metrics.json` from the
+/// trial folder, or the steps seen so far when it was stopped.
+pub(crate) fn model_trial_output(
+    req: &TrialRequest,
+    steps: Vec<StepMetrics>,
+    stopped: bool,
+    seconds: f64,
+    image_digest: &str,
+) -> Result<TrialOutput, Failure> {
+    let mut output = TrialOutput {
+        steps,
+        stopped,
+        seconds,
+        image_digest: Some(image_digest.to_owned()),
+        ..TrialOutput::default()
+    };
+    if stopped {
+        return Ok(output);
+    }
+    let metrics = req.workdir.join("metrics.json");
+    let text = std::fs::read_to_string(&metrics).map_err(|e| {
+        Failure::new(
+            FailureKind::NoMetrics,
+            format!(
+                "the trainer exited 0 but {} is unreadable: {e}",
+                metrics.display()
+            ),
+        )
+    })?;
+    let trained: TrainingOutcome = serde_json::from_str(&text)
+        .map_err(|e| Failure::new(FailureKind::NoMetrics, format!("{}: {e}", metrics.display())))?;
+    let b = &trained.best;
+    output.steps = trained.history.iter().map(StepMetrics::from).collect();
+    output.final_values = [
+        ("val_accuracy", b.val_accuracy),
+        ("val_loss", b.val_loss),
+        ("accuracy", b.accuracy),
+        ("loss", b.loss),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    output.param_count = Some(trained.param_count);
+    output.stopped = trained.stop_reason == mlci_core::StopReason::Stopped;
+    output.seconds = trained.total_seconds;
+    Ok(output)
+}
+
 impl Executor for ContainerExecutor {
     fn run(
         &self,
         req: &TrialRequest,
         on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure> {
-        let (spec, data, val_split) = req.model_trial("container")?;
-        std::fs::create_dir_all(&req.workdir).map_err(|e| crashed("cannot create", &req.workdir, e))?;
-        let spec_path = req.workdir.join("spec.json");
-        let json = serde_json::to_string_pretty(spec)
-            .map_err(|e| Failure::new(FailureKind::BadSpec, format!("cannot serialise the spec: {e}")))?;
-        std::fs::write(&spec_path, json).map_err(|e| crashed("cannot write", &spec_path, e))?;
-        let (uid, gid) = container_user(&req.workdir)?;
-        check_readable(&data, uid)?;
-
-        let threads = req.threads.max(1);
-        let mut command: Vec<String> = [
-            "/mlci",
-            "train",
-            "--data",
-            "/data",
-            "--out",
-            "/work",
-            "--spec",
-            "/work/spec.json",
-            "--threads",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        command.push(threads.to_string());
-        if let Some(split) = val_split {
-            command.extend(["--val-split".to_owned(), split.to_string()]);
-        }
-        if req.resume {
-            command.push("--resume".to_owned());
-        }
-        let mut cspec = ContainerSpec::new(self.image.clone(), command);
-        cspec.env = vec![
-            // mlci's config wants a data folder even for `train`; nothing is kept there.
-            ("MLCI_DATA_DIR".into(), "/tmp/mlci".into()),
-            ("MLCI_LOG".into(), "info".into()),
-        ];
-        cspec.labels = TrialLabels {
-            experiment: req.experiment.clone(),
-            trial: req.trial.to_string(),
-            kind: ModelKind::Cnn {
-                framework: Framework::Mlci,
+        let mut cspec = model_trial_spec(req, "container", &self.image, &self.owner)?;
+        // An earlier attempt's container may still be there (the Engine connection broke
+        // while it ran, so it could not be removed): it must not write beside this one.
+        let trial_label = req.trial.to_string();
+        for left in self.engine.leftovers(&self.owner).map_err(to_failure)? {
+            if left.labels.get("mlci.trial") == Some(&trial_label) {
+                tracing::warn!(
+                    trial = req.trial,
+                    container = short(&left.id),
+                    "removing an earlier attempt's container"
+                );
+                self.engine.remove_container(&left.id).map_err(to_failure)?;
             }
-            .to_string(),
-            owner: self.owner.clone(),
-            ..TrialLabels::default()
-        };
-        cspec.mounts = vec![Mount::rw(&req.workdir, "/work"), Mount::ro(&data, "/data")];
-        cspec.cpus = Some(threads as f64);
+        }
         cspec.memory_bytes = self.memory_bytes;
-        cspec.user = format!("{uid}:{gid}");
         cspec.network = self.network;
-        cspec.timeout = req.timeout_seconds.map(Duration::from_secs_f64);
-        cspec.log_file = Some(req.workdir.join("trial.log"));
-
-        let mut steps: Vec<StepMetrics> = Vec::new();
+        let mut steps = StepCollector::default();
         let trial = req.trial;
         let outcome = self
             .engine
             .run_trial(
                 &cspec,
-                &mut |id| {
-                    tracing::info!(
-                        trial,
-                        container = &id[..id.len().min(12)],
-                        "trial container running"
-                    )
-                },
-                &mut |line| match parse_epoch(line) {
-                    Some(m) => {
-                        let step = StepMetrics::from(&m);
-                        steps.retain(|s| s.step < step.step);
-                        steps.push(step.clone());
-                        on_step(&step)
-                    }
-                    None => Control::Continue,
-                },
+                &mut |id| tracing::info!(trial, container = short(id), "trial container running"),
+                &mut |line| steps.line(line, on_step),
             )
             .map_err(to_failure)?;
         if let Some(failure) = outcome.failure() {
             return Err(failure);
         }
-        let mut output = TrialOutput {
-            steps,
-            stopped: outcome.stopped,
-            seconds: outcome.seconds,
-            image_digest: Some(self.image_digest.clone()),
-            ..TrialOutput::default()
-        };
-        if outcome.stopped {
-            return Ok(output);
-        }
-        let metrics = req.workdir.join("metrics.json");
-        let text = std::fs::read_to_string(&metrics).map_err(|e| {
-            Failure::new(
-                FailureKind::NoMetrics,
-                format!(
-                    "the trainer exited 0 but {} is unreadable: {e}",
-                    metrics.display()
-                ),
-            )
-        })?;
-        let trained: TrainingOutcome = serde_json::from_str(&text)
-            .map_err(|e| Failure::new(FailureKind::NoMetrics, format!("{}: {e}", metrics.display())))?;
-        let b = &trained.best;
-        output.steps = trained.history.iter().map(StepMetrics::from).collect();
-        output.final_values = [
-            ("val_accuracy", b.val_accuracy),
-            ("val_loss", b.val_loss),
-            ("accuracy", b.accuracy),
-            ("loss", b.loss),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        output.param_count = Some(trained.param_count);
-        output.stopped = trained.stop_reason == mlci_core::StopReason::Stopped;
-        output.seconds = trained.total_seconds;
-        Ok(output)
+        model_trial_output(
+            req,
+            steps.steps,
+            outcome.stopped,
+            outcome.seconds,
+            &self.image_digest,
+        )
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::models::{HealthConfig, HealthStatusEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, StartContainerOptions,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, StartContainerOptions,
 };
 use futures_util::StreamExt;
 
@@ -94,7 +94,10 @@ impl Engine {
             let created = docker.create_container(Some(options), body).await.map_err(|e| {
                 ContainerError::engine(format!("creating container {name} from {}", spec.image), e)
             })?;
-            if let Err(e) = docker.start_container(&created.id, None::<StartContainerOptions>).await {
+            if let Err(e) = docker
+                .start_container(&created.id, None::<StartContainerOptions>)
+                .await
+            {
                 let _ = remove(docker, &created.id).await;
                 return Err(ContainerError::engine(
                     format!("starting container {name} ({})", spec.image),
@@ -109,11 +112,19 @@ impl Engine {
     /// The state of a container, or `None` when it does not exist.
     pub fn status(&self, id_or_name: &str) -> Result<Option<ContainerStatus>, ContainerError> {
         let docker = self.docker();
-        let inspect = match self.block_on(docker.inspect_container(id_or_name, None::<InspectContainerOptions>)) {
-            Ok(i) => i,
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => return Ok(None),
-            Err(e) => return Err(ContainerError::engine(format!("inspecting container {id_or_name}"), e)),
-        };
+        let inspect =
+            match self.block_on(docker.inspect_container(id_or_name, None::<InspectContainerOptions>)) {
+                Ok(i) => i,
+                Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
+                    return Ok(None)
+                }
+                Err(e) => {
+                    return Err(ContainerError::engine(
+                        format!("inspecting container {id_or_name}"),
+                        e,
+                    ))
+                }
+            };
         let state = inspect.state.unwrap_or_default();
         let health = state
             .health
@@ -157,7 +168,12 @@ impl Engine {
                         text.extend_from_slice(&message)
                     }
                     Ok(_) => {}
-                    Err(e) => return Err(ContainerError::engine(format!("reading the log of {}", short(id)), e)),
+                    Err(e) => {
+                        return Err(ContainerError::engine(
+                            format!("reading the log of {}", short(id)),
+                            e,
+                        ))
+                    }
                 }
             }
             Ok(String::from_utf8_lossy(&text).into_owned())

@@ -97,7 +97,9 @@ impl EnvironmentSpec {
         let bad = |field: &str, message: String| Err(SpecError::new(field, message));
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 63
-            && self.name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && self
+                .name
+                .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
             && self
                 .name
                 .chars()
@@ -145,7 +147,12 @@ impl EnvironmentSpec {
         if self.memory_bytes.is_some_and(|m| m < 6 << 20) {
             return bad("memory_bytes", "Docker needs at least 6 MiB".into());
         }
-        if self.user.split(':').next().is_some_and(|u| u == "0" || u == "root") {
+        if self
+            .user
+            .split(':')
+            .next()
+            .is_some_and(|u| u == "0" || u == "root")
+        {
             return bad("user", "containers never run as root".into());
         }
         if let Some(h) = &self.healthcheck {

@@ -287,6 +287,114 @@ pub enum ExecutorKind {
     Subprocess,
     /// A container per trial (mlci-containers).
     Container,
+    /// A Docker Swarm service per trial (mlci-containers), on any node of
+    /// the swarm; settings in [`TrialTemplate::swarm`].
+    Swarm,
+}
+
+/// How swarm trials are placed and sized (`trial.swarm`, for `executor: swarm`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSpec {
+    /// Swarm placement constraints, each `<key> == <value>` or `<key> != <value>`
+    /// with key `node.id`, `node.hostname`, `node.role`, `node.platform.os`,
+    /// `node.platform.arch`, `node.labels.<name>` or `engine.labels.<name>`.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    /// Cores reserved and limited per trial (and the trainer's threads).
+    /// Default: the tuner's share of this host's cores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Memory reserved and limited per trial, in MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    /// Seconds a trial may wait when no node satisfies its constraints.
+    #[serde(default = "defaults::placement_grace")]
+    pub placement_grace_seconds: f64,
+    /// Seconds a trial may wait for a node with free CPU and memory.
+    #[serde(default = "defaults::queue_timeout")]
+    pub queue_timeout_seconds: f64,
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        Self {
+            constraints: Vec::new(),
+            cpus: None,
+            memory_mb: None,
+            placement_grace_seconds: defaults::placement_grace(),
+            queue_timeout_seconds: defaults::queue_timeout(),
+        }
+    }
+}
+
+impl SwarmSpec {
+    /// Check every setting; errors name the field under `trial.swarm`.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        const KEYS: [&str; 5] = [
+            "node.id",
+            "node.hostname",
+            "node.role",
+            "node.platform.os",
+            "node.platform.arch",
+        ];
+        for (i, c) in self.constraints.iter().enumerate() {
+            let field = format!("trial.swarm.constraints[{i}]");
+            let Some((key, value)) = c.split_once("==").or_else(|| c.split_once("!=")) else {
+                return Err(SpecError::new(
+                    field,
+                    format!("`{c}` is not `<key> == <value>` or `<key> != <value>`"),
+                ));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            let label = ["node.labels.", "engine.labels."]
+                .iter()
+                .any(|p| key.strip_prefix(p).is_some_and(|name| !name.is_empty()));
+            if !(KEYS.contains(&key) || label) {
+                return Err(SpecError::new(
+                    field,
+                    format!(
+                        "unknown key `{key}` (use node.labels.<name>, engine.labels.<name>, {})",
+                        KEYS.join(", ")
+                    ),
+                ));
+            }
+            if value.is_empty() || value.contains("==") || value.contains("!=") {
+                return Err(SpecError::new(
+                    field,
+                    format!("`{c}` needs one value after the operator"),
+                ));
+            }
+        }
+        if let Some(cpus) = self.cpus {
+            if !(cpus.is_finite() && cpus >= 0.01) {
+                return Err(SpecError::new(
+                    "trial.swarm.cpus",
+                    format!("must be at least 0.01 cores, got {cpus}"),
+                ));
+            }
+        }
+        if let Some(mb) = self.memory_mb {
+            if mb < 16 {
+                return Err(SpecError::new(
+                    "trial.swarm.memory_mb",
+                    format!("must be at least 16 MiB, got {mb}"),
+                ));
+            }
+        }
+        for (field, seconds) in [
+            (
+                "trial.swarm.placement_grace_seconds",
+                self.placement_grace_seconds,
+            ),
+            ("trial.swarm.queue_timeout_seconds", self.queue_timeout_seconds),
+        ] {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(SpecError::new(field, "must be a positive number of seconds"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one trial runs: an mlci model spec with the parameters applied, or
@@ -305,6 +413,9 @@ pub struct TrialTemplate {
     /// Seconds before a trial is killed and counted as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<f64>,
+    /// Placement and size of swarm trials (only with `executor: swarm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<SwarmSpec>,
 }
 
 /// The images trials train on.
@@ -372,6 +483,12 @@ mod defaults {
     }
     pub fn seed() -> u64 {
         42
+    }
+    pub fn placement_grace() -> f64 {
+        30.0
+    }
+    pub fn queue_timeout() -> f64 {
+        3600.0
     }
 }
 
@@ -511,6 +628,16 @@ impl ExperimentSpec {
                 }
             }
         }
+        match (&self.trial.swarm, self.trial.executor) {
+            (Some(swarm), ExecutorKind::Swarm) => swarm.validate()?,
+            (Some(_), _) => {
+                return Err(SpecError::new(
+                    "trial.swarm",
+                    "only applies to swarm trials; set executor: swarm or remove it",
+                ));
+            }
+            (None, _) => {}
+        }
         match self.trial.executor {
             ExecutorKind::Subprocess => {
                 if self.trial.command.as_ref().is_none_or(|c| c.is_empty()) {
@@ -520,7 +647,7 @@ impl ExperimentSpec {
                     ));
                 }
             }
-            ExecutorKind::InProcess | ExecutorKind::Container => {
+            ExecutorKind::InProcess | ExecutorKind::Container | ExecutorKind::Swarm => {
                 if self.trial.command.is_some() && self.trial.executor == ExecutorKind::InProcess {
                     return Err(SpecError::new(
                         "trial.command",
@@ -543,5 +670,74 @@ impl ExperimentSpec {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "name: x\nsearch_space: { filters: { type: int, min: 8, max: 16 } }\n";
+
+    fn parse(trial: &str) -> Result<ExperimentSpec, SpecError> {
+        ExperimentSpec::from_yaml(&format!("{BASE}trial: {trial}\n"))
+    }
+
+    #[test]
+    fn swarm_trials_parse_with_their_placement() {
+        let spec = parse(
+            "{ executor: swarm, swarm: { constraints: ['node.labels.mlci == trainer', 'node.role != manager'], \
+             cpus: 2, memory_mb: 2048 } }",
+        )
+        .unwrap();
+        assert_eq!(spec.trial.executor, ExecutorKind::Swarm);
+        let swarm = spec.trial.swarm.unwrap();
+        assert_eq!(swarm.constraints.len(), 2);
+        assert_eq!((swarm.cpus, swarm.memory_mb), (Some(2.0), Some(2048)));
+        assert_eq!(swarm.placement_grace_seconds, 30.0);
+        assert_eq!(swarm.queue_timeout_seconds, 3600.0);
+        // Without settings: defaults.
+        assert_eq!(parse("{ executor: swarm }").unwrap().trial.swarm, None);
+    }
+
+    #[test]
+    fn bad_swarm_settings_name_their_field() {
+        for (trial, field) in [
+            (
+                "{ executor: swarm, swarm: { constraints: ['node.labels.gpu'] } }",
+                "trial.swarm.constraints[0]",
+            ),
+            (
+                "{ executor: swarm, swarm: { constraints: ['a == b', 'nodes.hostname == x'] } }",
+                "trial.swarm.constraints[0]",
+            ),
+            (
+                "{ executor: swarm, swarm: { constraints: ['node.hostname == ci-1', 'node.labels. == x'] } }",
+                "trial.swarm.constraints[1]",
+            ),
+            (
+                "{ executor: swarm, swarm: { constraints: ['node.hostname == '] } }",
+                "trial.swarm.constraints[0]",
+            ),
+            ("{ executor: swarm, swarm: { cpus: 0 } }", "trial.swarm.cpus"),
+            (
+                "{ executor: swarm, swarm: { memory_mb: 1 } }",
+                "trial.swarm.memory_mb",
+            ),
+            (
+                "{ executor: swarm, swarm: { placement_grace_seconds: -1 } }",
+                "trial.swarm.placement_grace_seconds",
+            ),
+            (
+                "{ executor: swarm, swarm: { queue_timeout_seconds: .inf } }",
+                "trial.swarm.queue_timeout_seconds",
+            ),
+            ("{ executor: container, swarm: { cpus: 1 } }", "trial.swarm"),
+            ("{ executor: swarm, swarm: { replicas: 2 } }", "replicas"),
+        ] {
+            let e = parse(trial).expect_err(trial);
+            let got = format!("{}: {}", e.field, e.message);
+            assert!(got.contains(field), "{trial}\n  -> {got}\n  expected {field}");
+        }
     }
 }

@@ -24,7 +24,7 @@ pub use environment::{
 pub use error::SpecError;
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
-    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, TrialTemplate,
+    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
 };
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, describe, MODEL_KEYS};

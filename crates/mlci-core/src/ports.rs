@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use crate::{EnvironmentRecord, Event, ExperimentRecord, Restart, Failure, ModelSpec, Params, StepMetrics, TrialRecord};
+use crate::{
+    EnvironmentRecord, Event, ExperimentRecord, Failure, ModelSpec, Params, Restart, StepMetrics, TrialRecord,
+};
 
 /// What an observer tells a running trial after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

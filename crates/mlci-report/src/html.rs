@@ -230,6 +230,7 @@ fn setup(o: &mut String, s: &Summary<'_>) {
         ExecutorKind::InProcess => "in process",
         ExecutorKind::Subprocess => "subprocess",
         ExecutorKind::Container => "container",
+        ExecutorKind::Swarm => "swarm service",
     };
     let b = &spec.budget;
     let mut budget = format!(

@@ -393,7 +393,7 @@ impl<'a> Tuner<'a> {
                 let command = spec.trial.command.as_deref().unwrap_or_default();
                 TrialWork::Command(substitute(command, &t.params, &workdir))
             }
-            ExecutorKind::InProcess | ExecutorKind::Container => TrialWork::Model(
+            ExecutorKind::InProcess | ExecutorKind::Container | ExecutorKind::Swarm => TrialWork::Model(
                 apply_params(&spec.base_model(), &t.params)
                     .map_err(|e| Failure::new(FailureKind::BadSpec, e.to_string()))?,
             ),

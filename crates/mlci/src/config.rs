@@ -138,7 +138,9 @@ impl HealthSection {
             if v.is_finite() && v >= 0.0 {
                 Ok(std::time::Duration::from_secs_f64(v))
             } else {
-                Err(ConfigError(format!("health.{field} must be a number of seconds >= 0, not {v}")))
+                Err(ConfigError(format!(
+                    "health.{field} must be a number of seconds >= 0, not {v}"
+                )))
             }
         };
         let interval = secs(self.interval_seconds, "interval_seconds")?;
@@ -297,17 +299,19 @@ impl Config {
         let owner = var(env::OWNER).or(fc.owner).unwrap_or_else(|| "mlci".to_owned());
         let mut health = fc.health;
         if let Some(v) = var(env::HEALTH_INTERVAL) {
-            health.interval_seconds = v
-                .parse()
-                .map_err(|_| ConfigError(format!("{}={v} is not a number of seconds", env::HEALTH_INTERVAL)))?;
+            health.interval_seconds = v.parse().map_err(|_| {
+                ConfigError(format!("{}={v} is not a number of seconds", env::HEALTH_INTERVAL))
+            })?;
         }
         let health = health.policy()?;
         let mut server = fc.server;
         if let Some(v) = var(env::LISTEN) {
-            server.listen = Some(
-                v.parse()
-                    .map_err(|_| ConfigError(format!("{}={v} is not an address like 127.0.0.1:7878", env::LISTEN)))?,
-            );
+            server.listen = Some(v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "{}={v} is not an address like 127.0.0.1:7878",
+                    env::LISTEN
+                ))
+            })?);
         }
         if let Some(v) = var(env::TOKEN_FILE) {
             server.token_file = Some(PathBuf::from(v));

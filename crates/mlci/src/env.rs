@@ -162,7 +162,10 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
             let detection = kind::detect(&ws).map_err(|e| bad(e.to_string()))?;
             let table = ImageTable::default();
             let runner = table.runner(detection.kind).ok_or_else(|| {
-                bad(format!("no image is configured for model kind {}", detection.kind))
+                bad(format!(
+                    "no image is configured for model kind {}",
+                    detection.kind
+                ))
             })?;
             command = runner.command_for(&detection);
             if detection.kind.as_str() == "cnn/mlci" {
@@ -202,7 +205,11 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
                 anyhow::bail!(
                     "image {i}{} is not on the Docker Engine at {}, and mlci never pulls: build it or \
                      `docker load` it there, or pass --image",
-                    if kind.is_empty() { String::new() } else { format!(" (for model kind {kind})") },
+                    if kind.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (for model kind {kind})")
+                    },
                     engine.host()
                 );
             }
@@ -278,7 +285,10 @@ pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<u8> {
                     crate::progress::emit(&serde_json::to_value(r).expect("environment serialises"));
                 }
             } else {
-                emit_plain(&format!("{:<24} {:<10} {:>8}  {:<14} message", "name", "state", "restarts", "container"));
+                emit_plain(&format!(
+                    "{:<24} {:<10} {:>8}  {:<14} message",
+                    "name", "state", "restarts", "container"
+                ));
                 for r in &all {
                     let id = r.container_id.as_deref().unwrap_or("-");
                     emit_plain(&format!(
@@ -393,7 +403,10 @@ mod tests {
         assert_eq!(parse_memory("2G").unwrap(), 2 << 30);
         assert_eq!(parse_memory("1.5g").unwrap(), 3 << 29);
         assert_eq!(parse_memory("4096").unwrap(), 4096);
-        assert!(parse_memory("lots").unwrap_err().to_string().contains("--memory lots"));
+        assert!(parse_memory("lots")
+            .unwrap_err()
+            .to_string()
+            .contains("--memory lots"));
         assert!(parse_memory("0m").is_err());
     }
 

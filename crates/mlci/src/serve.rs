@@ -19,8 +19,8 @@ use mlci_containers::kind::{self, ImageTable};
 use mlci_core::{EnvironmentStore, ExperimentState, Outcome, RunRecord, RunStore, Store};
 use mlci_scm::{RepoSpec, Scm};
 use mlci_server::{
-    Gauge, ParamDef, ParamError, ParamKind, RunContext, Secret, Server, ServerConfig, StepFailure, StepOutput,
-    Steps, WebhookConfig, WebhookRepository,
+    Gauge, ParamDef, ParamError, ParamKind, RunContext, Secret, Server, ServerConfig, StepFailure,
+    StepOutput, Steps, WebhookConfig, WebhookRepository,
 };
 use mlci_store::SqliteStore;
 use serde_json::{json, Value};
@@ -58,7 +58,10 @@ fn fail(e: impl std::fmt::Display) -> StepFailure {
 }
 
 fn text<'a>(params: &'a Value, field: &str) -> Option<&'a str> {
-    params.get(field).and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    params
+        .get(field)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
 }
 
 fn required<'a>(params: &'a Value, field: &str) -> Result<&'a str, ParamError> {
@@ -68,11 +71,16 @@ fn required<'a>(params: &'a Value, field: &str) -> Result<&'a str, ParamError> {
 /// A path inside a workspace: relative, without `..`.
 fn inside(field: &str, rel: &str) -> Result<PathBuf, ParamError> {
     let p = Path::new(rel);
-    let ok = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let ok = !rel.is_empty()
+        && p.components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if ok {
         Ok(p.to_owned())
     } else {
-        Err(ParamError::new(field, format!("{rel:?} must be a relative path inside the repository")))
+        Err(ParamError::new(
+            field,
+            format!("{rel:?} must be a relative path inside the repository"),
+        ))
     }
 }
 
@@ -82,11 +90,19 @@ fn commit_param(params: &Value, field: &str) -> Result<Option<String>, ParamErro
         Some(c) if (4..=40).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_hexdigit()) => {
             Ok(Some(c.to_owned()))
         }
-        Some(c) => Err(ParamError::new(field, format!("{c:?} is not a commit sha (4 to 40 hex digits)"))),
+        Some(c) => Err(ParamError::new(
+            field,
+            format!("{c:?} is not a commit sha (4 to 40 hex digits)"),
+        )),
     }
 }
 
-fn param(name: &'static str, kind: ParamKind, default: Option<&'static str>, description: &'static str) -> ParamDef {
+fn param(
+    name: &'static str,
+    kind: ParamKind,
+    default: Option<&'static str>,
+    description: &'static str,
+) -> ParamDef {
     ParamDef {
         name,
         kind,
@@ -104,7 +120,8 @@ impl MlciSteps {
         let mut repos = BTreeMap::new();
         let file = scm_root.join("repositories.json");
         if file.exists() {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let list: Vec<RepoSpec> =
                 serde_json::from_str(&text).with_context(|| format!("{} is not valid", file.display()))?;
             repos.extend(list.into_iter().map(|r| (r.name.clone(), r)));
@@ -125,7 +142,12 @@ impl MlciSteps {
     /// The repository a step names (registering a new URL in `scm-sync`).
     fn repo(&self, params: &Value) -> Result<RepoSpec, ParamError> {
         let name = required(params, "repository")?;
-        let known = self.repos.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned();
+        let known = self
+            .repos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
         match (known, text(params, "url")) {
             (Some(spec), None) => Ok(spec),
             (known, Some(url)) => {
@@ -148,7 +170,9 @@ impl MlciSteps {
             }
             (None, None) => Err(ParamError::new(
                 "repository",
-                format!("{name} is not known here: give its url (scm-sync) or configure [[server.repositories]]"),
+                format!(
+                    "{name} is not known here: give its url (scm-sync) or configure [[server.repositories]]"
+                ),
             )),
         }
     }
@@ -180,13 +204,20 @@ impl MlciSteps {
             .or_else(|| self.configured(repo).and_then(|r| r.data.clone()))
             .ok_or_else(|| ParamError::new("data", "is required (the dataset folder on the mlci host)"))?;
         if !data.is_dir() {
-            return Err(ParamError::new("data", format!("{} is not a folder", data.display())));
+            return Err(ParamError::new(
+                "data",
+                format!("{} is not a folder", data.display()),
+            ));
         }
         Ok(data)
     }
 
     /// The workspace of `repository` at `commit` (checked out on demand).
-    fn workspace(&self, params: &Value, ctx: &RunContext) -> Result<(RepoSpec, mlci_scm::Workspace), StepFailure> {
+    fn workspace(
+        &self,
+        params: &Value,
+        ctx: &RunContext,
+    ) -> Result<(RepoSpec, mlci_scm::Workspace), StepFailure> {
         let spec = self.repo(params).map_err(fail)?;
         let commit = commit_param(params, "commit").map_err(fail)?;
         let commit = match commit {
@@ -231,9 +262,14 @@ impl MlciSteps {
             .stderr(Stdio::piped());
         ctx.log(format!(
             "$ mlci {}",
-            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+            args.iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
         ));
-        let mut child = cmd.spawn().map_err(|e| fail(format!("cannot start {}: {e}", self.exe.display())))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot start {}: {e}", self.exe.display())))?;
         let pid = child.id();
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -293,7 +329,9 @@ impl MlciSteps {
         ctx.log(format!("fetching {} ({})", spec.display_url(), spec.branch));
         let fetched = self.scm.fetch(&spec).map_err(fail)?;
         self.remember(&spec);
-        let commit = commit_param(params, "commit").map_err(fail)?.unwrap_or(fetched.head.clone());
+        let commit = commit_param(params, "commit")
+            .map_err(fail)?
+            .unwrap_or(fetched.head.clone());
         let ws = self.scm.checkout(&spec, &commit).map_err(fail)?;
         let detected = kind::detect(&ws.path);
         let (kind, file) = match &detected {
@@ -303,7 +341,12 @@ impl MlciSteps {
                 (Value::Null, Value::Null)
             }
         };
-        ctx.log(format!("checked out {} ({}) into {}", ws.commit.sha, ws.commit.summary, ws.path.display()));
+        ctx.log(format!(
+            "checked out {} ({}) into {}",
+            ws.commit.sha,
+            ws.commit.summary,
+            ws.path.display()
+        ));
         Ok(StepOutput {
             result: json!({
                 "repository": spec.name,
@@ -323,9 +366,12 @@ impl MlciSteps {
         let (_, ws) = self.workspace(params, ctx)?;
         let detection = kind::detect(&ws.path).map_err(fail)?;
         let table = ImageTable::default();
-        let runner = table
-            .runner(detection.kind)
-            .ok_or_else(|| fail(format!("no image is configured for model kind {}", detection.kind)))?;
+        let runner = table.runner(detection.kind).ok_or_else(|| {
+            fail(format!(
+                "no image is configured for model kind {}",
+                detection.kind
+            ))
+        })?;
         let engine = crate::env::engine().map_err(|e| fail(format!("{e:#}")))?;
         let image = if detection.kind.as_str() == "cnn/mlci" {
             crate::env::trainer_image(&engine).map_err(|e| fail(format!("{e:#}")))?
@@ -411,7 +457,9 @@ impl MlciSteps {
             .unwrap_or_else(|| "experiment.yaml".into());
         let experiment = ws.path.join(inside("experiment", &rel).map_err(fail)?);
         if !experiment.is_file() {
-            return Err(fail(format!("experiment: {rel} is not a file in the repository at this commit")));
+            return Err(fail(format!(
+                "experiment: {rel} is not a file in the repository at this commit"
+            )));
         }
         let mut args: Vec<OsString> = vec!["tune".into(), experiment.into(), "--data".into(), data.into()];
         args.extend(["--report-dir".into(), ctx.artifacts_dir().as_os_str().to_owned()]);
@@ -432,8 +480,17 @@ impl MlciSteps {
         let id = exp["id"].as_str().unwrap_or_default().to_owned();
         // The best model, beside the report.
         if let Some(n) = exp["best_trial"].as_u64() {
-            let dir = self.cfg.data_dir.join("experiments").join(&id).join("trials").join(n.to_string());
-            for (from, to) in [("model.safetensors", "best-model.safetensors"), ("model.json", "best-model.json")] {
+            let dir = self
+                .cfg
+                .data_dir
+                .join("experiments")
+                .join(&id)
+                .join("trials")
+                .join(n.to_string());
+            for (from, to) in [
+                ("model.safetensors", "best-model.safetensors"),
+                ("model.json", "best-model.json"),
+            ] {
                 if let Err(e) = std::fs::copy(dir.join(from), ctx.artifacts_dir().join(to)) {
                     ctx.log(format!("could not publish {}: {e}", dir.join(from).display()));
                 }
@@ -483,7 +540,12 @@ impl MlciSteps {
             .map_err(fail)?
             .ok_or_else(|| fail(format!("experiment {exp_id} is not in the store")))?;
         let trials = self.store.trials(exp_id).map_err(fail)?;
-        let report = self.cfg.data_dir.join("artifacts").join(run_id).join("report.html");
+        let report = self
+            .cfg
+            .data_dir
+            .join("artifacts")
+            .join(run_id)
+            .join("report.html");
         let notifier = crate::mail::notifier(&self.cfg).map_err(|e| fail(format!("{e:#}")))?;
         let delivery =
             crate::mail::notify(&notifier, &exp, &trials, &report).map_err(|e| fail(format!("{e:#}")))?;
@@ -491,7 +553,10 @@ impl MlciSteps {
             mlci_notify::Delivery::Outbox(_) => "outbox",
             _ => "smtp",
         };
-        ctx.log(format!("the result of experiment {exp_id} went to {:?} ({delivery})", self.cfg.mail.to));
+        ctx.log(format!(
+            "the result of experiment {exp_id} went to {:?} ({delivery})",
+            self.cfg.mail.to
+        ));
         Ok(StepOutput {
             result: json!({
                 "experiment_id": exp_id,
@@ -517,7 +582,10 @@ impl MlciSteps {
         for f in &findings {
             ctx.log(f.to_string());
         }
-        ctx.log(format!("{} environment(s) checked, {unhealed} not healed", findings.len()));
+        ctx.log(format!(
+            "{} environment(s) checked, {unhealed} not healed",
+            findings.len()
+        ));
         Ok(StepOutput {
             result: json!({
                 "checked": findings.len(),
@@ -526,7 +594,11 @@ impl MlciSteps {
                     "environment": f.environment, "observed": f.observed, "unhealed": f.unhealed(), "text": f.to_string(),
                 })).collect::<Vec<_>>(),
             }),
-            outcome: if unhealed > 0 { Outcome::Failure } else { Outcome::Success },
+            outcome: if unhealed > 0 {
+                Outcome::Failure
+            } else {
+                Outcome::Success
+            },
         })
     }
 
@@ -566,14 +638,24 @@ impl Steps for MlciSteps {
                 repo,
                 commit,
                 data,
-                param("spec", Text, None, "model spec in the repository (default: the detected one)"),
+                param(
+                    "spec",
+                    Text,
+                    None,
+                    "model spec in the repository (default: the detected one)",
+                ),
                 param("goal", Number, Some("0.8"), "validation accuracy goal"),
             ],
             "tune" => vec![
                 repo,
                 commit,
                 data,
-                param("experiment", Text, Some("experiment.yaml"), "experiment spec in the repository"),
+                param(
+                    "experiment",
+                    Text,
+                    Some("experiment.yaml"),
+                    "experiment spec in the repository",
+                ),
             ],
             "notify" => vec![param("run", Text, None, "id of a finished tune run")],
             "noop" => mlci_server::noop_parameters(),
@@ -654,7 +736,11 @@ impl PollLoop {
         for (repo, sha) in &seen {
             poller.seed(repo.clone(), sha.clone());
         }
-        tracing::info!(repositories = self.repos.len(), interval_seconds = interval.as_secs_f64(), "polling for new commits");
+        tracing::info!(
+            repositories = self.repos.len(),
+            interval_seconds = interval.as_secs_f64(),
+            "polling for new commits"
+        );
         poller.run(&self.repos, interval, stop, |repo, commit| {
             let body = json!({"repository": repo.name, "commit": commit.sha}).to_string();
             let sent = ureq::post(&self.url)
@@ -682,7 +768,8 @@ impl PollLoop {
 
 fn secret(env_name: &str, file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| crate::bad(format!("cannot read {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::bad(format!("cannot read {}: {e}", path.display())))?;
         let value = text.trim();
         if value.is_empty() {
             return Err(crate::bad(format!("{} is empty", path.display())));
@@ -730,7 +817,9 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
                 .iter()
                 .map(|r| WebhookRepository {
                     name: r.name.clone(),
-                    urls: std::iter::once(r.url.clone()).chain(r.aliases.iter().cloned()).collect(),
+                    urls: std::iter::once(r.url.clone())
+                        .chain(r.aliases.iter().cloned())
+                        .collect(),
                     branch: r.branch.clone(),
                 })
                 .collect(),
@@ -747,7 +836,9 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     let health_store = store.clone();
     let server = Server::bind(config, store.clone() as Arc<dyn RunStore>, steps)?
         .readiness_check(Arc::new(|| {
-            crate::env::engine().map(drop).map_err(|e| format!("docker engine: {e:#}"))
+            crate::env::engine()
+                .map(drop)
+                .map_err(|e| format!("docker engine: {e:#}"))
         }))
         .gauges(Arc::new(move || {
             let envs = health_store.environments().unwrap_or_default();
@@ -770,8 +861,9 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
     let stop_polling = Arc::new(AtomicBool::new(false));
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
-        .context("cannot install the signal handler")?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("cannot install the signal handler")?;
     {
         let stop_polling = stop_polling.clone();
         std::thread::spawn(move || {
@@ -786,7 +878,11 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
         let interval = Duration::try_from_secs_f64(seconds)
             .ok()
             .filter(|d| !d.is_zero())
-            .ok_or_else(|| crate::bad(format!("server.poll_seconds = {seconds}: must be a positive number")))?;
+            .ok_or_else(|| {
+                crate::bad(format!(
+                    "server.poll_seconds = {seconds}: must be a positive number"
+                ))
+            })?;
         match token {
             Some(token) if !poll_repos.is_empty() => {
                 let poller = PollLoop {

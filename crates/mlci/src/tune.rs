@@ -80,8 +80,11 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
         }),
         (Some(None), Some(path)) => {
             let spec = read_spec(path)?;
-            let same_name: Vec<ExperimentRecord> =
-                store.experiments()?.into_iter().filter(|e| e.spec.name == spec.name).collect();
+            let same_name: Vec<ExperimentRecord> = store
+                .experiments()?
+                .into_iter()
+                .filter(|e| e.spec.name == spec.name)
+                .collect();
             if same_name.is_empty() {
                 // Like `mlci train --resume`: nothing to resume yet, so start (a
                 // relaunched environment runs the same command from the start).
@@ -164,6 +167,29 @@ fn container_executor(
     Ok(executor)
 }
 
+/// The swarm executor: like the container executor, on a swarm manager, with the
+/// spec's reservations and placement constraints.
+fn swarm_executor(experiment: &str, spec: &ExperimentSpec) -> anyhow::Result<mlci_containers::SwarmExecutor> {
+    let engine = crate::env::engine()?;
+    let image = crate::env::trainer_image(&engine)?;
+    for left in engine.service_leftovers(experiment)? {
+        tracing::warn!(service = %left.name, state = %left.state, "removing a service a crashed run left behind");
+        engine.remove_service(&left.id)?;
+    }
+    let mut executor = mlci_containers::SwarmExecutor::new(engine, &image, experiment)?;
+    if let Some(s) = &spec.trial.swarm {
+        executor.cpus = s.cpus;
+        executor.memory_bytes = s.memory_mb.map(|m| m << 20);
+        executor.placement = mlci_containers::Placement {
+            constraints: s.constraints.clone(),
+            placement_grace: std::time::Duration::from_secs_f64(s.placement_grace_seconds),
+            queue_timeout: std::time::Duration::from_secs_f64(s.queue_timeout_seconds),
+        };
+    }
+    tracing::info!(image = %image, digest = executor.image_digest(), "trials run as swarm services");
+    Ok(executor)
+}
+
 /// Run `mlci tune`; returns the exit code.
 pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
     let store = open_store(cfg)?;
@@ -219,6 +245,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
             ..SubprocessExecutor::default()
         }),
         ExecutorKind::Container => Box::new(container_executor(&exp.id, spec.budget.parallel_trials)?),
+        ExecutorKind::Swarm => Box::new(swarm_executor(&exp.id, &spec)?),
     };
     // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop after their
     // current epoch's checkpoint and go back to pending; `--resume` continues.

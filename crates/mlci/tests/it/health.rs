@@ -25,18 +25,27 @@ impl Drop for Cleanup {
             let _ = w.wait();
         }
         let ids = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=mlci.owner={}", self.owner)])
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=mlci.owner={}", self.owner),
+            ])
             .output();
         if let Ok(o) = ids {
             for id in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                let _ = std::process::Command::new("docker").args(["rm", "-f", id]).output();
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", id])
+                    .output();
             }
         }
     }
 }
 
 fn env_show(state: &Path, owner: &str, name: &str) -> Value {
-    let o = run(mlci(state).env("MLCI_OWNER", owner).args(["env", "show", name, "--json"]));
+    let o = run(mlci(state)
+        .env("MLCI_OWNER", owner)
+        .args(["env", "show", name, "--json"]));
     assert!(o.status.success(), "{}", stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -68,7 +77,10 @@ fn checkpointed_epoch(mlci_dir: &Path) -> u64 {
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -99,9 +111,28 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
         .env("MLCI_OWNER", &owner)
         .env("MLCI_TRAINER_BINARY", &bin)
         .args(["env", "up", "tuner", "--cpus", "2", "--memory", "1g"])
-        .args(["--mount", &host(&work, "/work"), "--mount", &host(&data, "/data:ro")])
-        .args(["--env", "MLCI_DATA_DIR=/work/.mlci", "--env", "MLCI_LOG=info", "--"])
-        .args(["/mlci", "--threads", "2", "tune", "/work/random.yaml", "--resume", "--no-mail"]));
+        .args([
+            "--mount",
+            &host(&work, "/work"),
+            "--mount",
+            &host(&data, "/data:ro"),
+        ])
+        .args([
+            "--env",
+            "MLCI_DATA_DIR=/work/.mlci",
+            "--env",
+            "MLCI_LOG=info",
+            "--",
+        ])
+        .args([
+            "/mlci",
+            "--threads",
+            "2",
+            "tune",
+            "/work/random.yaml",
+            "--resume",
+            "--no-mail",
+        ]));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(spec.ends_with("random.yaml"));
 
@@ -118,13 +149,22 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
             .unwrap(),
     );
     let mlci_dir = work.join(".mlci");
-    wait_for("trial 1's second epoch", Duration::from_secs(300), || checkpointed_epoch(&mlci_dir) >= 2);
+    wait_for("trial 1's second epoch", Duration::from_secs(300), || {
+        checkpointed_epoch(&mlci_dir) >= 2
+    });
     let first = env_show(&state, &owner, "tuner")["environment"]["container_id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let killed = std::process::Command::new("docker").args(["kill", &first]).output().unwrap();
-    assert!(killed.status.success(), "{}", String::from_utf8_lossy(&killed.stderr));
+    let killed = std::process::Command::new("docker")
+        .args(["kill", &first])
+        .output()
+        .unwrap();
+    assert!(
+        killed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
 
     wait_for("the experiment to complete", Duration::from_secs(600), || {
         env_show(&state, &owner, "tuner")["environment"]["state"] == "completed"
@@ -143,7 +183,11 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(exps.len(), 1, "one experiment, resumed, not a second one: {exps:?}");
+    assert_eq!(
+        exps.len(),
+        1,
+        "one experiment, resumed, not a second one: {exps:?}"
+    );
     let shown = show(&mlci_dir, exps[0]["id"].as_str().unwrap());
     assert_ne!(shown["experiment"]["state"], "running", "{shown}");
     let trials = shown["trials"].as_array().unwrap();
@@ -152,12 +196,23 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
     for t in trials {
         assert_eq!(t["state"], "completed", "{t}");
         assert_eq!(t["attempts"], 1, "a relaunch continues the same attempt: {t}");
-        let steps: Vec<u64> = t["steps"].as_array().unwrap().iter().map(|s| s["step"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect();
         assert_eq!(steps, [1, 2, 3, 4, 5], "{t}");
     }
-    assert!(shown["events"].as_array().unwrap().iter().any(|e| e["kind"] == "resumed"));
+    assert!(shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "resumed"));
 
-    let o = run(mlci(&state).env("MLCI_OWNER", &owner).args(["env", "down", "tuner"]));
+    let o = run(mlci(&state)
+        .env("MLCI_OWNER", &owner)
+        .args(["env", "down", "tuner"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -186,7 +241,9 @@ fn health_check_exits_1_when_an_environment_cannot_be_healed() {
         c
     };
     // A command that fails at once: mlci train without its data.
-    let o = run(mlci_cfg().args(["env", "up", "broken", "--", "/mlci", "train", "--data", "/nowhere", "--out", "/tmp/x"]));
+    let o = run(mlci_cfg().args([
+        "env", "up", "broken", "--", "/mlci", "train", "--data", "/nowhere", "--out", "/tmp/x",
+    ]));
     assert!(o.status.success(), "{}", stderr(&o));
     let mut outputs = Vec::new();
     let start = Instant::now();
@@ -201,7 +258,10 @@ fn health_check_exits_1_when_an_environment_cannot_be_healed() {
             break;
         }
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        assert!(start.elapsed() < Duration::from_secs(60), "no crash loop: {outputs:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no crash loop: {outputs:?}"
+        );
     }
     // Relaunched twice (exit 2: bad input), then given up.
     let shown = env_show(&state, &owner, "broken");
@@ -259,7 +319,10 @@ fn env_up_provisions_a_workspace_by_its_model_kind() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(command[..2], ["/mlci", "train"]);
-    assert!(command.contains(&"/work/model.json") && command.last() == Some(&"--resume"), "{command:?}");
+    assert!(
+        command.contains(&"/work/model.json") && command.last() == Some(&"--resume"),
+        "{command:?}"
+    );
     wait_for("the training in its container", Duration::from_secs(300), || {
         run(mlci(&state).env("MLCI_OWNER", &owner).args(["health", "check"]));
         env_show(&state, &owner, "cnn")["environment"]["state"] == "completed"
@@ -277,7 +340,10 @@ fn env_up_provisions_a_workspace_by_its_model_kind() {
     let o = up("keras", &keras);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("tensorflow/tensorflow") && err.contains("cnn/keras") && err.contains("never pulls"), "{err}");
+    assert!(
+        err.contains("tensorflow/tensorflow") && err.contains("cnn/keras") && err.contains("never pulls"),
+        "{err}"
+    );
 
     // Nothing recognisable: bad input naming what was looked at.
     let empty = tmp.path().join("empty");
@@ -286,5 +352,8 @@ fn env_up_provisions_a_workspace_by_its_model_kind() {
     let o = up("empty", &empty);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("no model recognised") && err.contains(&empty.display().to_string()), "{err}");
+    assert!(
+        err.contains("no model recognised") && err.contains(&empty.display().to_string()),
+        "{err}"
+    );
 }

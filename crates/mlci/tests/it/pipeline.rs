@@ -13,7 +13,11 @@ use crate::tune::static_mlci;
 use crate::{generated, mlci};
 
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_listening(port: u16, child: &mut Child, what: &str) {
@@ -59,7 +63,11 @@ fn git(repo: &Path, args: &[&str]) -> String {
         .env("GIT_COMMITTER_EMAIL", "ds@example.com")
         .output()
         .unwrap();
-    assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
@@ -164,12 +172,22 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
     );
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("e2e: ") && last.ends_with(" 0 failed"), "{last}");
-    assert!(!out.contains("e2e-secret-token") && !err.contains("e2e-secret-token"), "the token leaked");
-    assert!(!serve_log.contains("e2e-secret-token"), "the token reached the service's log");
+    assert!(
+        !out.contains("e2e-secret-token") && !err.contains("e2e-secret-token"),
+        "the token leaked"
+    );
+    assert!(
+        !serve_log.contains("e2e-secret-token"),
+        "the token reached the service's log"
+    );
 
     // The result mails (the tune step's and the notify step's) are in the SMTP server.
     let mails: Vec<String> = std::fs::read_dir(maildir.join("new"))
-        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(!mails.is_empty(), "no mail reached the SMTP server");
     assert!(mails.iter().all(|m| m.contains("team@example.com")), "{mails:?}");
@@ -178,7 +196,11 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
 
 fn get_json(url: &str) -> serde_json::Value {
     let o = Command::new("curl").args(["-fsS", url]).output().unwrap();
-    assert!(o.status.success(), "GET {url}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "GET {url}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -235,14 +257,22 @@ fn polling_starts_one_pipeline_per_new_commit() {
     let wait = |commit: &str| {
         let deadline = Instant::now() + Duration::from_secs(300);
         while !finished_pipelines(&base).iter().any(|(c, _)| c == commit) {
-            assert!(Instant::now() < deadline, "no pipeline for {commit}:\n{}", serve_log());
+            assert!(
+                Instant::now() < deadline,
+                "no pipeline for {commit}:\n{}",
+                serve_log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     };
     // The head when polling starts, then a new commit pushed while it runs.
     wait(&first);
     let text = std::fs::read_to_string(repo.join("experiment.yaml")).unwrap();
-    std::fs::write(repo.join("experiment.yaml"), text.replace("max_trials: 2", "max_trials: 1")).unwrap();
+    std::fs::write(
+        repo.join("experiment.yaml"),
+        text.replace("max_trials: 2", "max_trials: 1"),
+    )
+    .unwrap();
     git(&repo, &["commit", "-q", "-am", "One trial is enough"]);
     let second = git(&repo, &["rev-parse", "HEAD"]);
     wait(&second);
@@ -252,7 +282,12 @@ fn polling_starts_one_pipeline_per_new_commit() {
     commits.sort();
     let mut expected = vec![first.as_str(), second.as_str()];
     expected.sort();
-    assert_eq!(commits, expected, "one pipeline per commit, none twice:\n{}", serve_log());
+    assert_eq!(
+        commits,
+        expected,
+        "one pipeline per commit, none twice:\n{}",
+        serve_log()
+    );
     assert!(
         runs.iter().all(|(_, o)| o == "success" || o == "unstable"),
         "{runs:?}\n{}",
