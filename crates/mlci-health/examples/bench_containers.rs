@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use mlci_containers::testing::{engine, owner, shell_image, trainer_image};
 use mlci_containers::{ContainerExecutor, ContainerSpec};
-use mlci_core::{Control, EnvironmentSpec, EnvironmentState, EnvironmentStore, Executor, ModelSpec, TrialRequest, TrialWork};
+use mlci_core::{
+    Control, EnvironmentSpec, EnvironmentState, EnvironmentStore, Executor, ModelSpec, TrialRequest,
+    TrialWork,
+};
 use mlci_health::{Health, Policy};
 use mlci_store::SqliteStore;
 
@@ -45,7 +48,9 @@ fn main() {
     let runs = arg("--runs", 20);
     let kills = arg("--kills", 10);
     let trials = arg("--trials", 3);
-    let Some(engine) = engine() else { std::process::exit(1) };
+    let Some(engine) = engine() else {
+        std::process::exit(1)
+    };
     let image = shell_image(&engine, "bench");
     let owner = owner("bench");
 
@@ -56,7 +61,9 @@ fn main() {
         let mut spec = ContainerSpec::new(image.tag.clone(), vec!["/bin/sleep".into(), "1000".into()]);
         spec.labels.owner = owner.clone();
         let t = Instant::now();
-        let id = engine.start_detached(&spec, &format!("{owner}-start-{i}")).unwrap();
+        let id = engine
+            .start_detached(&spec, &format!("{owner}-start-{i}"))
+            .unwrap();
         while !engine.status(&id).unwrap().is_some_and(|s| s.running) {
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -66,7 +73,13 @@ fn main() {
         let t = Instant::now();
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "none", "--user", "65534:65534"])
-            .args(["--label", &format!("mlci.owner={owner}"), &image.tag, "/bin/sleep", "1000"])
+            .args([
+                "--label",
+                &format!("mlci.owner={owner}"),
+                &image.tag,
+                "/bin/sleep",
+                "1000",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -75,7 +88,10 @@ fn main() {
         engine.remove_container(&id).unwrap();
     }
     let (a, b) = (median(ours), median(cli));
-    println!("request -> running (median of {runs}): mlci {a:.0} ms, docker run -d {b:.0} ms, ratio {:.2}", b / a);
+    println!(
+        "request -> running (median of {runs}): mlci {a:.0} ms, docker run -d {b:.0} ms, ratio {:.2}",
+        b / a
+    );
 
     // 2. docker kill -> relaunch.
     let tmp = tempfile::tempdir().unwrap();
@@ -86,7 +102,13 @@ fn main() {
         stable_after: Duration::ZERO,
         ..Policy::default()
     };
-    let health = Arc::new(Health::new(engine.clone(), store.clone(), policy, &owner, tmp.path()));
+    let health = Arc::new(Health::new(
+        engine.clone(),
+        store.clone(),
+        policy,
+        &owner,
+        tmp.path(),
+    ));
     health
         .up(EnvironmentSpec {
             name: "bench".into(),
@@ -182,7 +204,9 @@ fn main() {
             .unwrap();
         outside.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        container.run(&request(2 * i + 2), &mut |_| Control::Continue).unwrap();
+        container
+            .run(&request(2 * i + 2), &mut |_| Control::Continue)
+            .unwrap();
         inside.push(t.elapsed().as_secs_f64());
     }
     let (a, b) = (median(inside), median(outside));

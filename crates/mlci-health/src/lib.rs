@@ -34,8 +34,8 @@ use mlci_containers::{
     TrialLabels,
 };
 use mlci_core::{
-    EnvironmentRecord, EnvironmentSpec, EnvironmentState, EnvironmentStore, FailureKind, Restart, RestartPolicy,
-    SpecError, StoreError,
+    EnvironmentRecord, EnvironmentSpec, EnvironmentState, EnvironmentStore, FailureKind, Restart,
+    RestartPolicy, SpecError, StoreError,
 };
 
 /// How the watcher treats deaths.
@@ -103,9 +103,14 @@ pub struct Finding {
 pub enum Action {
     /// Nothing to do (running, or done).
     None,
-    Relaunched { container: String, restart: u32 },
+    Relaunched {
+        container: String,
+        restart: u32,
+    },
     /// Relaunch due at this unix time (back-off).
-    Waiting { until: f64 },
+    Waiting {
+        until: f64,
+    },
     /// Crash loop: not relaunched any more.
     GaveUp,
     /// Could not look or relaunch (Engine unreachable, image gone, …).
@@ -204,7 +209,10 @@ impl Health {
         spec.validate()?;
         if let Some(existing) = self.store.environment(&spec.name)? {
             let running = match &existing.container_id {
-                Some(id) => self.engine.status(id)?.is_some_and(|s| s.running && !s.is_unhealthy()),
+                Some(id) => self
+                    .engine
+                    .status(id)?
+                    .is_some_and(|s| s.running && !s.is_unhealthy()),
                 None => false,
             };
             if existing.spec == spec && running && existing.state == EnvironmentState::Running {
@@ -338,7 +346,10 @@ impl Health {
             }
             None => ("missing (its container is gone)".to_owned(), None),
         };
-        Ok(finding(observed.clone(), self.died(&mut record, &observed, exit_code)?))
+        Ok(finding(
+            observed.clone(),
+            self.died(&mut record, &observed, exit_code)?,
+        ))
     }
 
     /// A container that has run for `stable_after` clears the crash-loop count.
@@ -354,7 +365,11 @@ impl Health {
         Ok(())
     }
 
-    fn complete(&self, record: &mut EnvironmentRecord, status: &ContainerStatus) -> Result<Action, HealthError> {
+    fn complete(
+        &self,
+        record: &mut EnvironmentRecord,
+        status: &ContainerStatus,
+    ) -> Result<Action, HealthError> {
         let name = record.spec.name.clone();
         self.retire(&name, &status.id)?;
         record.state = EnvironmentState::Completed;
@@ -426,7 +441,12 @@ impl Health {
         self.relaunch_with(record, &observed, None)
     }
 
-    fn relaunch_with(&self, record: &mut EnvironmentRecord, observed: &str, exit_code: Option<i64>) -> Action {
+    fn relaunch_with(
+        &self,
+        record: &mut EnvironmentRecord,
+        observed: &str,
+        exit_code: Option<i64>,
+    ) -> Action {
         let old = record.container_id.clone();
         let waited = self.policy.backoff(record.consecutive_restarts).as_secs_f64();
         let outcome = self.launch(record);

@@ -118,7 +118,10 @@ impl Drop for Watcher {
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -128,10 +131,16 @@ fn a_killed_container_is_relaunched_from_the_event_stream() {
     let Some(engine) = engine() else { return };
     let image = shell_image(&engine, "health-kill");
     let fx = fixture(&engine, "health-kill", quick_policy());
-    let record = fx.health.up(sh_env(&image, "sleeper", "exec /bin/sleep 1000")).unwrap();
+    let record = fx
+        .health
+        .up(sh_env(&image, "sleeper", "exec /bin/sleep 1000"))
+        .unwrap();
     let first = record.container_id.clone().unwrap();
     // `up` again with the same spec leaves it alone.
-    assert_eq!(fx.health.up(record.spec.clone()).unwrap().container_id.unwrap(), first);
+    assert_eq!(
+        fx.health.up(record.spec.clone()).unwrap().container_id.unwrap(),
+        first
+    );
 
     let watcher = Watcher::start(&fx.health);
     let killed = Instant::now();
@@ -155,7 +164,11 @@ fn a_killed_container_is_relaunched_from_the_event_stream() {
     assert_eq!(history[0].reason, "exited 137 (killed)");
     assert_eq!(history[0].action, "relaunched");
     assert_eq!(history[0].old_container.as_deref(), Some(first.as_str()));
-    assert!(seen.iter().any(|s| s.contains("exited 137 (killed) -> relaunched")), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.contains("exited 137 (killed) -> relaunched")),
+        "{seen:?}"
+    );
     // The old container is gone; `down` removes the new one and the registration.
     assert!(engine.status(&first).unwrap().is_none());
     assert!(fx.health.down("sleeper").unwrap());
@@ -168,7 +181,9 @@ fn a_crash_loop_stops_at_its_limit_and_is_reported() {
     let Some(engine) = engine() else { return };
     let image = shell_image(&engine, "health-loop");
     let fx = fixture(&engine, "health-loop", quick_policy());
-    fx.health.up(sh_env(&image, "crasher", "echo boom; exit 3")).unwrap();
+    fx.health
+        .up(sh_env(&image, "crasher", "echo boom; exit 3"))
+        .unwrap();
     let watcher = Watcher::start(&fx.health);
     wait_for("the crash loop", Duration::from_secs(60), || {
         fx.store.environment("crasher").unwrap().unwrap().state == EnvironmentState::CrashLoop
@@ -176,8 +191,14 @@ fn a_crash_loop_stops_at_its_limit_and_is_reported() {
     let seen = watcher.stop();
     let history = fx.store.restarts("crasher").unwrap();
     let actions: Vec<&str> = history.iter().map(|r| r.action.as_str()).collect();
-    assert_eq!(actions, ["relaunched", "relaunched", "relaunched", "gave_up"], "{history:?}");
-    assert!(history.iter().all(|r| r.exit_code == Some(3) || r.action == "relaunched"));
+    assert_eq!(
+        actions,
+        ["relaunched", "relaunched", "relaunched", "gave_up"],
+        "{history:?}"
+    );
+    assert!(history
+        .iter()
+        .all(|r| r.exit_code == Some(3) || r.action == "relaunched"));
     // Back-off grew: none, then 50 ms, then 100 ms.
     let backoffs: Vec<f64> = history[..3].iter().map(|r| r.backoff_seconds).collect();
     assert_eq!(backoffs, [0.0, 0.05, 0.1]);
@@ -185,13 +206,19 @@ fn a_crash_loop_stops_at_its_limit_and_is_reported() {
     // A health check now reports it unhealed; the dead container's log was kept.
     let findings = fx.health.reconcile().unwrap();
     assert_eq!(findings.len(), 1);
-    assert!(findings[0].unhealed() && findings[0].action == Action::GaveUp, "{findings:?}");
+    assert!(
+        findings[0].unhealed() && findings[0].action == Action::GaveUp,
+        "{findings:?}"
+    );
     let saved: Vec<_> = std::fs::read_dir(fx.logs.join("crasher")).unwrap().collect();
     assert!(!saved.is_empty());
     let text = std::fs::read_to_string(saved[0].as_ref().unwrap().path()).unwrap();
     assert!(text.contains("boom"), "{text}");
     // `up` again (after a fix) resets it.
-    let r = fx.health.up(sh_env(&image, "crasher", "exec /bin/sleep 1000")).unwrap();
+    let r = fx
+        .health
+        .up(sh_env(&image, "crasher", "exec /bin/sleep 1000"))
+        .unwrap();
     assert_eq!((r.state, r.consecutive_restarts), (EnvironmentState::Running, 0));
 }
 
@@ -200,21 +227,37 @@ fn a_check_relaunches_missing_containers_and_leaves_finished_ones() {
     let Some(engine) = engine() else { return };
     let image = shell_image(&engine, "health-check");
     let fx = fixture(&engine, "health-check", quick_policy());
-    let a = fx.health.up(sh_env(&image, "gone", "exec /bin/sleep 1000")).unwrap();
-    fx.health.up(sh_env(&image, "done", "echo all done; exit 0")).unwrap();
+    let a = fx
+        .health
+        .up(sh_env(&image, "gone", "exec /bin/sleep 1000"))
+        .unwrap();
+    fx.health
+        .up(sh_env(&image, "done", "echo all done; exit 0"))
+        .unwrap();
     // Removed from outside, without the watcher running (a cron check finds it).
-    engine.remove_container(a.container_id.as_deref().unwrap()).unwrap();
+    engine
+        .remove_container(a.container_id.as_deref().unwrap())
+        .unwrap();
     let b = fx.store.environment("done").unwrap().unwrap();
     wait_for("the finished container", Duration::from_secs(30), || {
-        engine.status(b.container_id.as_deref().unwrap()).unwrap().is_some_and(|s| !s.running)
+        engine
+            .status(b.container_id.as_deref().unwrap())
+            .unwrap()
+            .is_some_and(|s| !s.running)
     });
     let findings = fx.health.reconcile().unwrap();
     let by_name = |n: &str| findings.iter().find(|f| f.environment == n).unwrap().clone();
     let gone = by_name("gone");
     assert_eq!(gone.observed, "missing (its container is gone)");
-    assert!(matches!(gone.action, Action::Relaunched { restart: 1, .. }), "{gone:?}");
+    assert!(
+        matches!(gone.action, Action::Relaunched { restart: 1, .. }),
+        "{gone:?}"
+    );
     let done = by_name("done");
-    assert_eq!((done.observed.as_str(), &done.action), ("completed (exited 0)", &Action::None));
+    assert_eq!(
+        (done.observed.as_str(), &done.action),
+        ("completed (exited 0)", &Action::None)
+    );
     assert_eq!(
         fx.store.environment("done").unwrap().unwrap().state,
         EnvironmentState::Completed
@@ -226,7 +269,10 @@ fn a_check_relaunches_missing_containers_and_leaves_finished_ones() {
     // A stray container of this owner (its environment unregistered) is removed.
     fx.store.delete_environment("gone").unwrap();
     fx.health.reconcile().unwrap();
-    assert!(engine.status(&mlci_health::container_name("gone")).unwrap().is_none());
+    assert!(engine
+        .status(&mlci_health::container_name("gone"))
+        .unwrap()
+        .is_none());
 }
 
 #[test]
@@ -242,13 +288,20 @@ fn a_failing_healthcheck_gets_the_container_relaunched() {
     });
     let first = fx.health.up(spec).unwrap().container_id.unwrap();
     let watcher = Watcher::start(&fx.health);
-    wait_for("the relaunch of the unhealthy container", Duration::from_secs(30), || {
-        let h = fx.store.restarts("sick").unwrap();
-        !h.is_empty()
-    });
+    wait_for(
+        "the relaunch of the unhealthy container",
+        Duration::from_secs(30),
+        || {
+            let h = fx.store.restarts("sick").unwrap();
+            !h.is_empty()
+        },
+    );
     watcher.stop();
     let history = fx.store.restarts("sick").unwrap();
-    assert_eq!(history[0].reason, "unhealthy (HEALTHCHECK failing)", "{history:?}");
+    assert_eq!(
+        history[0].reason, "unhealthy (HEALTHCHECK failing)",
+        "{history:?}"
+    );
     assert_eq!(history[0].old_container.as_deref(), Some(first.as_str()));
 }
 
@@ -336,7 +389,10 @@ fn a_training_container_killed_mid_run_resumes_from_its_checkpoint() {
     let watcher = Watcher::start(&fx.health);
     wait_for_checkpoint(&out, 2);
     let status = engine.status(&first).unwrap().unwrap();
-    assert!(status.running, "training ended before it could be killed: {status:?}");
+    assert!(
+        status.running,
+        "training ended before it could be killed: {status:?}"
+    );
     engine.kill(&first).unwrap();
     wait_for("the training to complete", Duration::from_secs(600), || {
         fx.store.environment("train").unwrap().unwrap().state == EnvironmentState::Completed
@@ -405,7 +461,9 @@ impl EngineProxy {
                     continue;
                 };
                 client.set_nonblocking(false).unwrap();
-                let Ok(server) = UnixStream::connect(&upstream) else { continue };
+                let Ok(server) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
                 let mut list = conns.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
@@ -481,6 +539,12 @@ fn the_watcher_survives_an_engine_outage_and_heals_what_died_meanwhile() {
     assert_eq!(history.len(), 1, "{history:?}");
     assert_eq!(history[0].reason, "exited 137 (killed)");
     let r = fx.store.environment("steady").unwrap().unwrap();
-    assert!(engine.status(r.container_id.as_deref().unwrap()).unwrap().unwrap().running);
+    assert!(
+        engine
+            .status(r.container_id.as_deref().unwrap())
+            .unwrap()
+            .unwrap()
+            .running
+    );
     drop(fx);
 }

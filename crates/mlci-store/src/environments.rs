@@ -20,7 +20,12 @@ impl EnvironmentStore for SqliteStore {
                 tx.execute(
                     "INSERT INTO environments (name, state, record, updated_at) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (name) DO UPDATE SET state = ?2, record = ?3, updated_at = ?4",
-                    params![name, env.state.as_str(), record, not_nan(env.updated_at, "updated_at")?],
+                    params![
+                        name,
+                        env.state.as_str(),
+                        record,
+                        not_nan(env.updated_at, "updated_at")?
+                    ],
                 )?;
                 Ok(())
             },
@@ -32,7 +37,9 @@ impl EnvironmentStore for SqliteStore {
             || format!("read environment {name}"),
             |tx| {
                 let text: Option<String> = tx
-                    .query_row("SELECT record FROM environments WHERE name = ?1", [name], |r| r.get(0))
+                    .query_row("SELECT record FROM environments WHERE name = ?1", [name], |r| {
+                        r.get(0)
+                    })
                     .optional()?;
                 text.map(|t| decode(name, &t)).transpose()
             },
@@ -89,7 +96,8 @@ impl EnvironmentStore for SqliteStore {
         self.read(
             || format!("read the restart history of environment {name}"),
             |tx| {
-                let mut stmt = tx.prepare("SELECT record FROM restarts WHERE environment = ?1 ORDER BY id")?;
+                let mut stmt =
+                    tx.prepare("SELECT record FROM restarts WHERE environment = ?1 ORDER BY id")?;
                 let rows = stmt.query_map([name], |r| r.get::<_, String>(0))?;
                 let mut out = Vec::new();
                 for row in rows {

@@ -71,10 +71,21 @@ fn environments_and_their_history_survive_reopening() {
 
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.environment("b-env").unwrap(), Some(a));
-    let names: Vec<String> = store.environments().unwrap().into_iter().map(|r| r.spec.name).collect();
+    let names: Vec<String> = store
+        .environments()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.spec.name)
+        .collect();
     assert_eq!(names, ["a-env", "b-env"]);
     let history = store.restarts("b-env").unwrap();
-    assert_eq!(history, [restart("b-env", 5.0, "relaunched"), restart("b-env", 6.0, "gave_up")]);
+    assert_eq!(
+        history,
+        [
+            restart("b-env", 5.0, "relaunched"),
+            restart("b-env", 6.0, "gave_up")
+        ]
+    );
     assert!(store.restarts("a-env").unwrap().is_empty());
 
     // Deleting forgets the history too; a second delete finds nothing.
@@ -87,6 +98,11 @@ fn environments_and_their_history_survive_reopening() {
 #[test]
 fn a_restart_of_an_unknown_environment_is_refused_by_name() {
     let store = SqliteStore::in_memory().unwrap();
-    let err = store.add_restart(&restart("ghost", 1.0, "relaunched")).unwrap_err();
-    assert!(err.to_string().contains("no environment ghost is registered"), "{err}");
+    let err = store
+        .add_restart(&restart("ghost", 1.0, "relaunched"))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("no environment ghost is registered"),
+        "{err}"
+    );
 }

@@ -574,8 +574,18 @@ fn a_new_file_is_migrated_and_reopening_changes_nothing() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    for table in ["events", "experiments", "steps", "trials", "environments", "restarts"] {
-        assert!(tables.iter().any(|t| t == table), "{table} missing from {tables:?}");
+    for table in [
+        "events",
+        "experiments",
+        "steps",
+        "trials",
+        "environments",
+        "restarts",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing from {tables:?}"
+        );
     }
     drop(conn);
 
