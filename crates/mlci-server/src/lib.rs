@@ -6,6 +6,8 @@
 //! the store line by line (readable while it runs) and its files in its artifacts folder.
 //! The same runs are offered as the v1 JSON API (`docs/step-api.md`, the contract), as a
 //! Jenkins-compatible API (jobs = steps, builds = runs) and on a small dashboard at `/`.
+//! With an experiments source ([`Server::experiments`]) the dashboard also shows tuning
+//! experiments live (their trials, best-so-far and learning curves), read only.
 //!
 //! Entry points: [`Server::bind`] (listen, possibly on port 0; [`Server::local_addr`]),
 //! then [`Server::run`] (blocking: owns a multi-threaded tokio runtime, returns after a
@@ -27,6 +29,7 @@ mod api;
 mod auth;
 mod config;
 mod error;
+mod experiments;
 mod jenkins;
 mod metrics;
 mod ops;
@@ -47,7 +50,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use mlci_core::RunStore;
+use mlci_core::{RunStore, Store};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -89,6 +92,7 @@ pub struct Server {
     addr: SocketAddr,
     config: ServerConfig,
     store: Arc<dyn RunStore>,
+    experiments: Option<Arc<dyn Store>>,
     steps: Arc<dyn Steps>,
     readiness: Vec<ReadinessCheck>,
     gauges: Vec<GaugeSource>,
@@ -100,6 +104,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("addr", &self.addr)
             .field("config", &self.config)
+            .field("experiments", &self.experiments.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -133,6 +138,7 @@ impl Server {
             addr,
             config,
             store,
+            experiments: None,
             steps,
             readiness: Vec::new(),
             gauges: Vec::new(),
@@ -159,6 +165,14 @@ impl Server {
         self
     }
 
+    /// Where experiments are read from, for `GET /api/v1/experiments[/{id}]` and the
+    /// dashboard (read only; called on blocking threads). Without one those routes answer
+    /// 503.
+    pub fn experiments(mut self, store: Arc<dyn Store>) -> Self {
+        self.experiments = Some(store);
+        self
+    }
+
     /// A handle that ends [`Server::run`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -175,6 +189,7 @@ impl Server {
             addr,
             config,
             store,
+            experiments,
             steps,
             readiness,
             gauges,
@@ -188,6 +203,8 @@ impl Server {
         let state = AppState(Arc::new(Inner {
             config,
             store,
+            experiments,
+            summaries: Default::default(),
             steps,
             metrics: metrics::Metrics::default(),
             readiness,
@@ -349,6 +366,7 @@ async fn fallback() -> ApiError {
 fn router(state: AppState) -> Router {
     let config = &state.config;
     let protected = api::router()
+        .merge(experiments::router())
         .merge(jenkins::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let open = ops::router().merge(webhook::router());

@@ -38,6 +38,16 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{id}/artifacts/{name}", "One artifact"),
     (
         "get",
+        "/api/v1/experiments",
+        "Tuning experiments, newest first, with their best value (?limit=; 503 without a source)",
+    ),
+    (
+        "get",
+        "/api/v1/experiments/{id}",
+        "An experiment: its trials with params and steps, best-so-far, events",
+    ),
+    (
+        "get",
         "/api/json",
         "Jenkins: the instance and its jobs (one per step)",
     ),
@@ -104,7 +114,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("get", "/metrics", "Prometheus metrics"),
     ("get", "/api/v1/openapi.json", "This document"),
-    ("get", "/", "The dashboard"),
+    ("get", "/", "The dashboard: experiments (live), runs and logs"),
 ];
 
 pub(crate) fn router() -> Router<AppState> {
@@ -204,6 +214,35 @@ pub fn openapi_document() -> Value {
                     "created_at": {"type": "number"}, "started_at": {"type": ["number", "null"]},
                     "finished_at": {"type": ["number", "null"]},
                 }},
+                "ExperimentSummary": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "name": {"type": "string"},
+                    "state": {"enum": ["running", "succeeded", "budget_exhausted", "failed"]},
+                    "created_at": {"type": "number"}, "updated_at": {"type": "number"},
+                    "objective": {"type": "object", "properties": {
+                        "metric": {"type": "string"}, "direction": {"enum": ["maximize", "minimize"]},
+                        "goal": {"type": ["number", "null"]},
+                    }},
+                    "best_trial": {"type": ["integer", "null"]}, "best_value": {"type": ["number", "null"]},
+                    "goal_met": {"type": "boolean"}, "trial_count": {"type": "integer"},
+                    "max_trials": {"type": "integer"},
+                }},
+                "Experiment": {"allOf": [{"$ref": "#/components/schemas/ExperimentSummary"}, {
+                    "type": "object", "properties": {
+                        "curve_metric": {"type": "string"},
+                        "trials": {"type": "array", "items": {"type": "object", "properties": {
+                            "number": {"type": "integer"},
+                            "state": {"enum": ["pending", "running", "completed", "pruned", "failed"]},
+                            "params": {"type": "object"}, "value": {"type": ["number", "null"]},
+                            "steps": {"type": "array", "items": {"type": "object", "properties": {
+                                "step": {"type": "integer"}, "values": {"type": "object"},
+                            }}},
+                        }}},
+                        "best_so_far": {"type": "array", "items": {"type": "object", "properties": {
+                            "trial": {"type": "integer"}, "value": {"type": "number"},
+                        }}},
+                        "events": {"type": "array", "items": {"type": "object"}},
+                    },
+                }]},
                 "Error": {"type": "object", "properties": {
                     "error": {"type": "string"}, "field": {"type": ["string", "null"]},
                 }},

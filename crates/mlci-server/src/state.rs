@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::http::{header, HeaderMap};
-use mlci_core::{NewRun, Outcome, RunFilter, RunRecord, RunState, RunStore, StoreError};
+use mlci_core::{NewRun, Outcome, RunFilter, RunRecord, RunState, RunStore, Store, StoreError};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -29,6 +29,11 @@ pub(crate) struct AppState(pub Arc<Inner>);
 pub(crate) struct Inner {
     pub config: ServerConfig,
     pub store: Arc<dyn RunStore>,
+    /// Where experiments are read from (the dashboard), when the binary gave one.
+    pub experiments: Option<Arc<dyn Store>>,
+    /// Summaries of finished experiments (they do not change), so polling the list reads
+    /// only the running ones' trials.
+    pub summaries: Arc<crate::experiments::SummaryCache>,
     pub steps: Arc<dyn Steps>,
     pub metrics: Metrics,
     pub readiness: Vec<ReadinessCheck>,
@@ -73,6 +78,24 @@ impl AppState {
         f: impl FnOnce(&dyn RunStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::from)
+    }
+
+    /// Run a call on the experiments source on a blocking thread; 503 without a source.
+    pub async fn experiments_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let Some(store) = self.experiments.clone() else {
+            return Err(ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no experiments source is configured: this server was started without \
+                 an experiment store (Server::experiments)",
+            ));
+        };
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
             .map_err(ApiError::internal)?

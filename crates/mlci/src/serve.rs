@@ -835,6 +835,7 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<u8> {
     });
     let health_store = store.clone();
     let server = Server::bind(config, store.clone() as Arc<dyn RunStore>, steps)?
+        .experiments(store.clone())
         .readiness_check(Arc::new(|| {
             crate::env::engine()
                 .map(drop)

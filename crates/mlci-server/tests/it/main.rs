@@ -2,6 +2,7 @@
 //! driven by a real HTTP client (and by python-jenkins in `jenkins.rs`).
 
 mod api;
+mod dashboard;
 mod jenkins;
 mod ops;
 mod webhook;
