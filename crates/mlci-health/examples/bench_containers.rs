@@ -6,7 +6,8 @@
 //! 2. `docker kill` of a registered environment to its relaunch by
 //!    `Health::watch` (event stream), against the classic minute cron
 //!    (a relaunch 30 s after a death on average, 60 s at worst);
-//! 3. one training trial in a container against the same trial in process.
+//! 3. one training trial (`mlci train`, the same static binary and command) in a
+//!    container against the same on the host.
 //!
 //! Prints one line per measurement and a ratio per comparison.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlci_containers::testing::{engine, owner, shell_image, trainer_image};
+use mlci_containers::testing::{engine, owner, shell_image, static_binary, trainer_image};
 use mlci_containers::{ContainerExecutor, ContainerSpec};
 use mlci_core::{
     Control, EnvironmentSpec, EnvironmentState, EnvironmentStore, Executor, ModelSpec, TrialRequest,
@@ -194,25 +195,37 @@ fn main() {
         timeout_seconds: None,
     };
     let container = ContainerExecutor::new(engine.clone(), &trainer.tag, &owner).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let binary = static_binary().unwrap();
     let (mut inside, mut outside) = (Vec::new(), Vec::new());
     for i in 0..trials as u32 {
-        // A fresh executor each time: the in-process one would otherwise reuse decoded images.
-        let in_process = mlci_train::InProcessExecutor::new();
+        // The same binary and command on the host: only the container differs.
+        let req = request(2 * i + 1);
+        std::fs::create_dir_all(&req.workdir).unwrap();
+        let spec_path = req.workdir.join("spec.json");
+        std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
         let t = Instant::now();
-        pool.install(|| in_process.run(&request(2 * i + 1), &mut |_| Control::Continue))
+        let status = Command::new(&binary)
+            .args(["train", "--threads", "2", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&req.workdir)
+            .arg("--spec")
+            .arg(&spec_path)
+            .env("MLCI_DATA_DIR", tmp.path().join("host-mlci"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
             .unwrap();
+        assert!(status.success());
         outside.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        container
-            .run(&request(2 * i + 2), &mut |_| Control::Continue)
-            .unwrap();
+        container.run(&request(2 * i + 2), &mut |_| Control::Continue).unwrap();
         inside.push(t.elapsed().as_secs_f64());
     }
     let (a, b) = (median(inside), median(outside));
     println!(
-        "trial (4 epochs, 600 images of 48 px, 2 threads; median of {trials}): container {a:.2} s, \
-         in process {b:.2} s, overhead {:+.1}%",
+        "trial (mlci train, 4 epochs, 600 images of 48 px, 2 threads; median of {trials}): in a container \
+         {a:.2} s, on the host {b:.2} s, overhead {:+.1}%",
         (a / b - 1.0) * 100.0
     );
 }
