@@ -315,12 +315,11 @@ impl MlciSteps {
         events.iter().rev().find(|v| v["event"] == kind)
     }
 
-    fn step_failed(step: &str, code: i32, ctx: &RunContext) -> StepFailure {
+    fn step_failed(step: &str, code: i32) -> StepFailure {
         let why = match code {
             2 => "bad input (see the log)",
             _ => "it failed (see the log)",
         };
-        let _ = ctx;
         StepFailure(format!("mlci {step} exited {code}: {why}"))
     }
 
@@ -425,7 +424,7 @@ impl MlciSteps {
             });
         }
         if code != 0 {
-            return Err(Self::step_failed("train", code, ctx));
+            return Err(Self::step_failed("train", code));
         }
         let result = Self::event(&events, "result").ok_or_else(|| fail("mlci train printed no result"))?;
         let accuracy = result["val_accuracy"].as_f64().unwrap_or(0.0);
@@ -475,7 +474,7 @@ impl MlciSteps {
                     outcome: Outcome::Aborted,
                 });
             }
-            return Err(Self::step_failed("tune", code, ctx));
+            return Err(Self::step_failed("tune", code));
         };
         let id = exp["id"].as_str().unwrap_or_default().to_owned();
         // The best model, beside the report.

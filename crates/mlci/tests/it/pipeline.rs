@@ -294,3 +294,90 @@ fn polling_starts_one_pipeline_per_new_commit() {
         serve_log()
     );
 }
+
+fn post_json(url: &str, token: &str, key: &str, body: &str) -> serde_json::Value {
+    let o = Command::new("curl")
+        .args(["-fsS", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {token}"), "-H", &format!("Idempotency-Key: {key}")])
+        .args(["-d", body, url])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "POST {url}: {}", String::from_utf8_lossy(&o.stdout));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn a_tuning_run_survives_a_restart_of_the_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 300);
+    let repo = model_repo(tmp.path());
+    let text = std::fs::read_to_string(repo.join("experiment.yaml")).unwrap();
+    std::fs::write(repo.join("experiment.yaml"), text.replace("epochs: 4", "epochs: 8")).unwrap();
+    git(&repo, &["commit", "-q", "-am", "Longer training"]);
+    let state = tmp.path().join("mlci");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = |log: &str| {
+        let log = std::fs::File::create(tmp.path().join(log)).unwrap();
+        let mut child = mlci(&state)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MLCI_TOKEN", "restart-token")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child, "mlci serve");
+        child
+    };
+    let mut first = Children(vec![start("serve-1.log")]);
+    let body = serde_json::json!({
+        "repository": "model", "url": format!("file://{}", repo.display()),
+        "data": data, "experiment": "experiment.yaml",
+    });
+    let run = post_json(&format!("{base}/api/v1/steps/pipeline"), "restart-token", "restart-1", &body.to_string());
+    let id = run["id"].as_str().unwrap().to_owned();
+    // Once a trial has checkpointed, the service is stopped (SIGTERM) under the run.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut log = String::new();
+    while !log.contains("epoch=2") {
+        assert!(Instant::now() < deadline, "no second epoch:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+        let o = Command::new("curl").args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")]).output().unwrap();
+        log = String::from_utf8_lossy(&o.stdout).into_owned();
+    }
+    drop(first.0.pop().map(|c| Children(vec![c])));
+    drop(first);
+
+    // The new service resumes it: the experiment finishes with each trial once.
+    let _second = Children(vec![start("serve-2.log")]);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let run = loop {
+        let run = get_json(&format!("{base}/api/v1/runs/{id}"));
+        if run["finished_at"].is_number() {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish after the restart: {run}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let serve2 = std::fs::read_to_string(tmp.path().join("serve-2.log")).unwrap();
+    assert_eq!(run["state"], "succeeded", "{run}\n{serve2}");
+    let exp_id = run["result"]["tune"]["experiment_id"].as_str().unwrap();
+    let exp = get_json(&format!("{base}/api/v1/experiments/{exp_id}"));
+    let numbers: Vec<u64> = exp["trials"].as_array().unwrap().iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
+    assert_eq!(numbers, expected, "each trial once: {exp}");
+    assert!(exp["state"] != "running", "{exp}");
+    for t in exp["trials"].as_array().unwrap() {
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(t["attempts"], 1, "a resume continues the attempt: {t}");
+    }
+    let kinds: Vec<&str> = exp["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"trial_interrupted") && kinds.contains(&"resumed"), "{kinds:?}");
+    let full_log = String::from_utf8_lossy(
+        &Command::new("curl").args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")]).output().unwrap().stdout,
+    )
+    .into_owned();
+    assert!(full_log.contains("resuming from checkpoint"), "{full_log}");
+    let listed = get_json(&format!("{base}/api/v1/experiments"));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "resumed, not started again: {listed}");
+}
