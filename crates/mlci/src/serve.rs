@@ -667,9 +667,14 @@ impl Steps for MlciSteps {
             "noop" => mlci_server::validate_noop(params).map(drop),
             "health-check" => Ok(()),
             "notify" => required(params, "run").map(drop),
-            "scm-sync" | "pipeline" => {
+            "scm-sync" => {
                 self.repo(params)?;
                 commit_param(params, "commit").map(drop)
+            }
+            "pipeline" => {
+                let spec = self.repo(params)?;
+                commit_param(params, "commit")?;
+                self.data(params, &spec.name).map(drop)
             }
             "provision" | "train" | "tune" => {
                 let spec = self.repo(params)?;

@@ -381,3 +381,47 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
     let listed = get_json(&format!("{base}/api/v1/experiments"));
     assert_eq!(listed.as_array().unwrap().len(), 1, "resumed, not started again: {listed}");
 }
+
+#[test]
+fn python_jenkins_drives_every_step_as_a_jenkins_job() {
+    let Some(bin) = static_mlci() else { return };
+    let have = Command::new("python3").args(["-c", "import jenkins"]).status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "this test needs python-jenkins: python3 -m pip install python-jenkins==1.8.3"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150);
+    let repo = model_repo(tmp.path());
+    let port = free_port();
+    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
+    let mut children = Children(Vec::new());
+    children.0.push(
+        mlci(&tmp.path().join("mlci"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MLCI_TOKEN", "pj-token")
+            .env("MLCI_TRAINER_BINARY", &bin)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(port, children.0.last_mut().unwrap(), "mlci serve");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/jenkins/python_jenkins_steps.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("pj-token")
+        .arg(format!("file://{}", repo.display()))
+        .arg(&data)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}\n--- mlci serve ---\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default()
+    );
+    assert!(out.contains("python-jenkins: every job passed"), "{out}");
+}
