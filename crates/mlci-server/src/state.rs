@@ -155,7 +155,20 @@ impl AppState {
             idempotency_key: key,
             created_at: now(),
         };
-        let (run, created) = self.db(move |s| s.create_run(&new)).await?;
+        // The run is created and started in one blocking task: if the client goes away
+        // while it runs (the handler's future is dropped at the await), a created run is
+        // still started, never left `queued` until a restart.
+        let state = self.clone();
+        let (run, created) = self
+            .db(move |s| {
+                let (run, created) = s.create_run(&new)?;
+                if created {
+                    tracing::info!(run = %run.id, step = %run.step, "run created");
+                    state.start(run.clone(), false);
+                }
+                Ok((run, created))
+            })
+            .await?;
         if !created && run.step != step {
             return Err(ApiError::new(
                 axum::http::StatusCode::CONFLICT,
@@ -164,10 +177,6 @@ impl AppState {
                     run.id, run.step
                 ),
             ));
-        }
-        if created {
-            tracing::info!(run = %run.id, step, "run created");
-            self.start(run.clone(), false);
         }
         Ok((run, created))
     }
