@@ -145,6 +145,22 @@ pub trait RunStore: Send + Sync {
     fn run_by_number(&self, step: &str, number: u64) -> Result<Option<crate::RunRecord>, StoreError>;
     /// Runs matching `filter`, newest first.
     fn runs(&self, filter: &crate::RunFilter) -> Result<Vec<crate::RunRecord>, StoreError>;
+    /// How many runs there are of each (step, state), for metrics. The default lists
+    /// every run; a store should count them in place.
+    fn run_counts(&self) -> Result<Vec<(String, crate::RunState, u64)>, StoreError> {
+        let mut counts: std::collections::BTreeMap<(String, &'static str), (crate::RunState, u64)> =
+            std::collections::BTreeMap::new();
+        for run in self.runs(&crate::RunFilter::default())? {
+            counts
+                .entry((run.step, run.state.as_str()))
+                .or_insert((run.state, 0))
+                .1 += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((step, _), (state, n))| (step, state, n))
+            .collect())
+    }
     /// Append to a run's log; returns the log's new length in bytes.
     fn append_log(&self, id: &str, bytes: &[u8]) -> Result<u64, StoreError>;
     /// Up to `max` bytes of a run's log from byte `offset` (empty past the end).

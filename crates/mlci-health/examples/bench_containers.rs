@@ -219,7 +219,9 @@ fn main() {
         assert!(status.success());
         outside.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        container.run(&request(2 * i + 2), &mut |_| Control::Continue).unwrap();
+        container
+            .run(&request(2 * i + 2), &mut |_| Control::Continue)
+            .unwrap();
         inside.push(t.elapsed().as_secs_f64());
     }
     let (a, b) = (median(inside), median(outside));

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
 
-use mlci_core::RunRecord;
+use mlci_core::RunState;
 
 /// Upper bounds (seconds) of the HTTP latency histogram.
 const HTTP_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0];
@@ -106,19 +106,20 @@ impl Metrics {
     }
 
     /// The text of `/metrics`.
-    pub fn render(&self, runs: &[RunRecord], steps: &[String], gauges: &[Gauge]) -> String {
+    pub fn render(&self, counts: &[(String, RunState, u64)], steps: &[String], gauges: &[Gauge]) -> String {
         let mut out = String::new();
         out.push_str("# HELP mlci_runs Runs in the store by step and state.\n# TYPE mlci_runs gauge\n");
-        let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        let mut counts_init: BTreeMap<(&str, &str), u64> = BTreeMap::new();
         for step in steps {
             for state in mlci_core::RunState::ALL {
-                counts.insert((step.as_str(), state.as_str()), 0);
+                counts_init.insert((step.as_str(), state.as_str()), 0);
             }
         }
-        for run in runs {
-            *counts.entry((run.step.as_str(), run.state.as_str())).or_default() += 1;
+        let mut by_step_state = counts_init;
+        for (step, state, n) in counts {
+            *by_step_state.entry((step.as_str(), state.as_str())).or_default() += n;
         }
-        for ((step, state), n) in counts {
+        for ((step, state), n) in by_step_state {
             let _ = writeln!(
                 out,
                 "mlci_runs{{step=\"{}\",state=\"{state}\"}} {n}",

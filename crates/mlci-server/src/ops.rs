@@ -5,7 +5,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use mlci_core::RunFilter;
 use serde_json::{json, Map, Value};
 
 use crate::state::AppState;
@@ -157,15 +156,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let runs = match state.db(|s| s.runs(&RunFilter::default())).await {
-        Ok(runs) => runs,
+    let counts = match state.db(|s| s.run_counts()).await {
+        Ok(counts) => counts,
         Err(e) => return e.into_response(),
     };
     let sources = state.gauges.clone();
     let gauges = tokio::task::spawn_blocking(move || sources.iter().flat_map(|g| g()).collect::<Vec<_>>())
         .await
         .unwrap_or_default();
-    let text = state.metrics.render(&runs, &state.steps.names(), &gauges);
+    let text = state.metrics.render(&counts, &state.steps.names(), &gauges);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,

@@ -204,6 +204,26 @@ impl RunStore for SqliteStore {
         )
     }
 
+    fn run_counts(&self) -> Result<Vec<(String, RunState, u64)>, StoreError> {
+        self.read(
+            || "count runs".to_owned(),
+            |tx| {
+                let mut stmt = tx.prepare("SELECT step, state, COUNT(*) FROM runs GROUP BY step, state")?;
+                let mut rows = stmt.query([])?;
+                let mut out = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let step: String = row.get(0)?;
+                    let state: String = row.get(1)?;
+                    let n: i64 = row.get(2)?;
+                    let state = RunState::parse(&state)
+                        .ok_or_else(|| Fault::Bad(format!("runs of step {step}: unknown state `{state}`")))?;
+                    out.push((step, state, unsigned(n, "count")?));
+                }
+                Ok(out)
+            },
+        )
+    }
+
     fn append_log(&self, id: &str, bytes: &[u8]) -> Result<u64, StoreError> {
         self.write(
             || format!("append to the log of run {id}"),

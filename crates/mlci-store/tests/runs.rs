@@ -139,3 +139,31 @@ fn logs_append_and_read_from_any_offset() {
     assert!(err.0.contains("r-000404"), "{err}");
     store.ping().unwrap();
 }
+
+#[test]
+fn run_counts_are_counted_in_place_by_step_and_state() {
+    use mlci_core::{NewRun, RunState, RunStore};
+    let store = mlci_store::SqliteStore::in_memory().unwrap();
+    let new = |step: &str| NewRun {
+        step: step.into(),
+        params: "{}".into(),
+        idempotency_key: None,
+        created_at: 1.0,
+    };
+    for step in ["tune", "tune", "noop"] {
+        store.create_run(&new(step)).unwrap();
+    }
+    let (mut run, _) = store.create_run(&new("noop")).unwrap();
+    run.state = RunState::Succeeded;
+    store.update_run(&run).unwrap();
+    let mut counts = store.run_counts().unwrap();
+    counts.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+    assert_eq!(
+        counts,
+        [
+            ("noop".to_owned(), RunState::Queued, 1),
+            ("noop".to_owned(), RunState::Succeeded, 1),
+            ("tune".to_owned(), RunState::Queued, 2),
+        ]
+    );
+}

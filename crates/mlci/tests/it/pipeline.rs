@@ -298,11 +298,20 @@ fn polling_starts_one_pipeline_per_new_commit() {
 fn post_json(url: &str, token: &str, key: &str, body: &str) -> serde_json::Value {
     let o = Command::new("curl")
         .args(["-fsS", "-X", "POST", "-H", "Content-Type: application/json"])
-        .args(["-H", &format!("Authorization: Bearer {token}"), "-H", &format!("Idempotency-Key: {key}")])
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-H",
+            &format!("Idempotency-Key: {key}"),
+        ])
         .args(["-d", body, url])
         .output()
         .unwrap();
-    assert!(o.status.success(), "POST {url}: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "POST {url}: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
@@ -312,7 +321,11 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
     let data = generated(tmp.path(), 300);
     let repo = model_repo(tmp.path());
     let text = std::fs::read_to_string(repo.join("experiment.yaml")).unwrap();
-    std::fs::write(repo.join("experiment.yaml"), text.replace("epochs: 4", "epochs: 8")).unwrap();
+    std::fs::write(
+        repo.join("experiment.yaml"),
+        text.replace("epochs: 4", "epochs: 8"),
+    )
+    .unwrap();
     git(&repo, &["commit", "-q", "-am", "Longer training"]);
     let state = tmp.path().join("mlci");
     let port = free_port();
@@ -334,7 +347,12 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
         "repository": "model", "url": format!("file://{}", repo.display()),
         "data": data, "experiment": "experiment.yaml",
     });
-    let run = post_json(&format!("{base}/api/v1/steps/pipeline"), "restart-token", "restart-1", &body.to_string());
+    let run = post_json(
+        &format!("{base}/api/v1/steps/pipeline"),
+        "restart-token",
+        "restart-1",
+        &body.to_string(),
+    );
     let id = run["id"].as_str().unwrap().to_owned();
     // Once a trial has checkpointed, the service is stopped (SIGTERM) under the run.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -342,7 +360,10 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
     while !log.contains("epoch=2") {
         assert!(Instant::now() < deadline, "no second epoch:\n{log}");
         std::thread::sleep(Duration::from_millis(100));
-        let o = Command::new("curl").args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")]).output().unwrap();
+        let o = Command::new("curl")
+            .args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")])
+            .output()
+            .unwrap();
         log = String::from_utf8_lossy(&o.stdout).into_owned();
     }
     drop(first.0.pop().map(|c| Children(vec![c])));
@@ -356,14 +377,22 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
         if run["finished_at"].is_number() {
             break run;
         }
-        assert!(Instant::now() < deadline, "the run did not finish after the restart: {run}");
+        assert!(
+            Instant::now() < deadline,
+            "the run did not finish after the restart: {run}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let serve2 = std::fs::read_to_string(tmp.path().join("serve-2.log")).unwrap();
     assert_eq!(run["state"], "succeeded", "{run}\n{serve2}");
     let exp_id = run["result"]["tune"]["experiment_id"].as_str().unwrap();
     let exp = get_json(&format!("{base}/api/v1/experiments/{exp_id}"));
-    let numbers: Vec<u64> = exp["trials"].as_array().unwrap().iter().map(|t| t["number"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = exp["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["number"].as_u64().unwrap())
+        .collect();
     let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
     assert_eq!(numbers, expected, "each trial once: {exp}");
     assert!(exp["state"] != "running", "{exp}");
@@ -371,15 +400,31 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
         assert_eq!(t["state"], "completed", "{t}");
         assert_eq!(t["attempts"], 1, "a resume continues the attempt: {t}");
     }
-    let kinds: Vec<&str> = exp["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"trial_interrupted") && kinds.contains(&"resumed"), "{kinds:?}");
+    let kinds: Vec<&str> = exp["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"trial_interrupted") && kinds.contains(&"resumed"),
+        "{kinds:?}"
+    );
     let full_log = String::from_utf8_lossy(
-        &Command::new("curl").args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")]).output().unwrap().stdout,
+        &Command::new("curl")
+            .args(["-fsS", &format!("{base}/api/v1/runs/{id}/log")])
+            .output()
+            .unwrap()
+            .stdout,
     )
     .into_owned();
     assert!(full_log.contains("resuming from checkpoint"), "{full_log}");
     let listed = get_json(&format!("{base}/api/v1/experiments"));
-    assert_eq!(listed.as_array().unwrap().len(), 1, "resumed, not started again: {listed}");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "resumed, not started again: {listed}"
+    );
 }
 
 #[test]
