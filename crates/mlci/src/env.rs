@@ -157,9 +157,10 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
     let mut command = args.command.clone();
     if let Some(ws) = &args.workspace {
         let ws = absolute(ws, "--workspace")?;
+        let detected = kind::detect(&ws);
         if command.is_empty() {
             // Provision: the workspace's model kind decides image and command.
-            let detection = kind::detect(&ws).map_err(|e| bad(e.to_string()))?;
+            let detection = detected.as_ref().map_err(|e| bad(e.to_string()))?;
             let table = ImageTable::default();
             let runner = table.runner(detection.kind).ok_or_else(|| {
                 bad(format!(
@@ -167,7 +168,7 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
                     detection.kind
                 ))
             })?;
-            command = runner.command_for(&detection);
+            command = runner.command_for(detection);
             if detection.kind.as_str() == "cnn/mlci" {
                 // Relaunches continue from the last epoch checkpoint.
                 command.push("--resume".into());
@@ -177,7 +178,7 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
             }
             tracing::info!(kind = %detection.kind, file = %detection.file.display(), "model kind detected");
         }
-        kind = kind::detect(&ws).map(|d| d.kind.to_string()).unwrap_or_default();
+        kind = detected.map(|d| d.kind.to_string()).unwrap_or_default();
         mounts.push(MountSpec {
             source: ws,
             target: "/work".into(),
