@@ -548,3 +548,80 @@ fn the_watcher_survives_an_engine_outage_and_heals_what_died_meanwhile() {
     );
     drop(fx);
 }
+
+#[test]
+fn a_trial_cut_off_by_an_engine_outage_is_a_retryable_crash_and_its_retry_completes() {
+    use mlci_core::{Control, Executor, FailureKind, ModelSpec, TrialRequest, TrialWork};
+    let Some(engine) = engine() else { return };
+    let Some(image) = trainer_image(&engine, "outage-trial") else {
+        return;
+    };
+    let upstream = std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|h| h.strip_prefix("unix://").map(str::to_owned))
+        .unwrap_or_else(|| "/var/run/docker.sock".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("engine.sock");
+    let mut proxy = EngineProxy::start(&sock, Path::new(&upstream));
+    let via_proxy = Arc::new(Engine::connect(Some(&format!("unix://{}", sock.display()))).unwrap());
+    let owner = owner("outage-trial");
+    let executor = mlci_containers::ContainerExecutor::new(via_proxy, &image.tag, &owner).unwrap();
+    let data = tmp.path().join("data");
+    mlci_train::synth::generate(
+        &data,
+        mlci_train::synth::SynthSpec {
+            train_per_class: 300,
+            validation_per_class: 50,
+            size: 64,
+            seed: 4,
+        },
+    )
+    .unwrap();
+    let spec = ModelSpec::from_json(
+        r#"{"input_size": 64, "conv_blocks": [{"filters": 16}, {"filters": 32}], "dense": [{"units": 32}],
+            "training": {"epochs": 6, "batch_size": 16}}"#,
+    )
+    .unwrap();
+    let request = |resume: bool| TrialRequest {
+        experiment: "outage".into(),
+        trial: 1,
+        attempt: 1,
+        params: Default::default(),
+        work: TrialWork::Model(spec.clone()),
+        workdir: tmp.path().join("trial-1"),
+        dataset: Some((data.clone(), None)),
+        threads: 1,
+        resume,
+        timeout_seconds: Some(600.0),
+    };
+    // The Engine goes away after the second epoch: the trial ends as a retryable crash, with its cause.
+    let mut cut = false;
+    let failure = executor
+        .run(&request(false), &mut |step| {
+            if step.step == 2 && !cut {
+                cut = true;
+                proxy.down();
+            }
+            Control::Continue
+        })
+        .unwrap_err();
+    assert_eq!(failure.kind, FailureKind::Crashed, "{failure:?}");
+    assert!(failure.kind.retryable());
+    assert!(failure.message.contains("docker engine"), "{failure:?}");
+    // Its container still runs on the real Engine, which the retry must not race with.
+    assert_eq!(engine.leftovers(&owner).unwrap().len(), 1);
+
+    // The Engine is back: the retry removes the earlier attempt's container and finishes
+    // from the checkpoint.
+    proxy.up();
+    let output = executor.run(&request(true), &mut |_| Control::Continue).unwrap();
+    assert!(!output.stopped);
+    assert_eq!(
+        output.steps.iter().map(|s| s.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(
+        engine.leftovers(&owner).unwrap().is_empty(),
+        "containers left behind"
+    );
+}
