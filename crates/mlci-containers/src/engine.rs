@@ -189,13 +189,7 @@ impl RunOutcome {
         }
         let id = short(&self.container_id);
         if self.timed_out {
-            return Some(Failure::new(
-                FailureKind::Timeout,
-                format!(
-                    "container {id} ran past its timeout after {:.0} s and was killed",
-                    self.seconds
-                ),
-            ));
+            return Some(timed_out(&format!("container {id}"), self.seconds, "killed"));
         }
         classify_exit(self.exit_code, self.oom_killed).map(|kind| {
             let why = match kind {
@@ -207,6 +201,15 @@ impl RunOutcome {
             Failure::new(kind, format!("container {id} {why}"))
         })
     }
+}
+
+/// The failure of a trial (`what`: `container 0123abcd`) that ran past its timeout
+/// after `seconds` and was then `ended` (killed, removed).
+pub(crate) fn timed_out(what: &str, seconds: f64, ended: &str) -> Failure {
+    Failure::new(
+        FailureKind::Timeout,
+        format!("{what} ran past its timeout after {seconds:.0} s and was {ended}"),
+    )
 }
 
 /// Map a container's exit to the tuner's failure classes: OOMKilled →

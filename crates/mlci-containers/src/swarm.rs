@@ -29,7 +29,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use mlci_core::{Control, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest};
 
-use crate::engine::{short, Lines};
+use crate::engine::{short, timed_out, Lines};
 use crate::executor::{model_trial_output, model_trial_spec, to_failure, StepCollector};
 use crate::{classify_exit, ContainerError, ContainerSpec, Engine, Leftover};
 
@@ -141,13 +141,7 @@ impl ServiceOutcome {
         }
         let id = short(&self.service_id);
         if self.timed_out {
-            return Some(Failure::new(
-                FailureKind::Timeout,
-                format!(
-                    "service {id} ran past its timeout after {:.0} s and was removed",
-                    self.seconds
-                ),
-            ));
+            return Some(timed_out(&format!("service {id}"), self.seconds, "removed"));
         }
         let why = if self.message.is_empty() {
             String::new()

@@ -30,17 +30,11 @@ pub fn engine() -> anyhow::Result<Arc<Engine>> {
 /// a rebuilt mlci gets a new image), built from a static mlci when missing:
 /// `MLCI_TRAINER_BINARY`, else this binary if it is static.
 pub fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
-    use sha2::Digest;
     let binary = match std::env::var_os(env::TRAINER_BINARY) {
         Some(path) => PathBuf::from(path),
         None => std::env::current_exe().context("cannot find the mlci binary")?,
     };
-    let content = std::fs::read(&binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let hash: String = sha2::Sha256::digest(&content)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = binary_hash(&binary)?;
     let image = format!("{TRAINER_IMAGE}-{hash}");
     engine.ensure_image(
         &image,
@@ -60,6 +54,29 @@ pub fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
         &mut |line| tracing::debug!(image = %image, "{line}"),
     )?;
     Ok(image)
+}
+
+/// The first 6 bytes of the SHA-256 of `binary`, hex. Remembered per (path, size,
+/// modification time): `mlci serve` asks at every provision step, and the binary is
+/// large (about 140 MiB with debug line tables).
+fn binary_hash(binary: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+    static SEEN: std::sync::Mutex<Vec<(Key, String)>> = std::sync::Mutex::new(Vec::new());
+    let meta = std::fs::metadata(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let key: Key = (binary.to_owned(), meta.len(), meta.modified().ok());
+    let mut seen = SEEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, hash)) = seen.iter().find(|(k, _)| *k == key) {
+        return Ok(hash.clone());
+    }
+    let content = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let hash: String = sha2::Sha256::digest(&content)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    seen.push((key, hash.clone()));
+    Ok(hash)
 }
 
 /// Whether `path` is an ELF executable without a program interpreter
@@ -95,7 +112,11 @@ fn is_static(path: &Path) -> bool {
 }
 
 fn health(cfg: &Config) -> anyhow::Result<Health> {
-    let store = Arc::new(SqliteStore::open(&cfg.db)?);
+    health_with(cfg, Arc::new(SqliteStore::open(&cfg.db)?))
+}
+
+/// The health watcher for this configuration (Engine, policy, owner, log folder) over `store`.
+pub fn health_with(cfg: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Health> {
     Ok(Health::new(
         engine()?,
         store,

@@ -568,14 +568,8 @@ impl MlciSteps {
     }
 
     fn health_check(&self, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
-        let engine = crate::env::engine().map_err(|e| fail(format!("{e:#}")))?;
-        let health = mlci_health::Health::new(
-            engine,
-            self.store.clone(),
-            self.cfg.health.clone(),
-            &self.cfg.owner,
-            &self.cfg.data_dir.join("environments"),
-        );
+        let health =
+            crate::env::health_with(&self.cfg, self.store.clone()).map_err(|e| fail(format!("{e:#}")))?;
         let findings = health.reconcile().map_err(fail)?;
         let unhealed = findings.iter().filter(|f| f.unhealed()).count();
         for f in &findings {
