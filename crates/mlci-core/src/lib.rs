@@ -15,6 +15,7 @@ mod metrics;
 mod params;
 mod ports;
 mod run;
+mod secret;
 mod spec;
 mod trial;
 
@@ -32,6 +33,7 @@ pub use ports::{
     Control, EnvironmentStore, Executor, RunStore, Store, StoreError, TrialOutput, TrialRequest, TrialWork,
 };
 pub use run::{NewRun, Outcome, RunFilter, RunRecord, RunState};
+pub use secret::{Secret, SecretError, SecretRef, SecretResolver};
 pub use spec::{
     limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, ModelSpec, Monitor,
     OptimizerKind, Padding, TrainingConfig,
