@@ -11,6 +11,7 @@
 mod environment;
 mod error;
 mod experiment;
+mod layout;
 mod metrics;
 mod params;
 mod ports;
@@ -27,6 +28,7 @@ pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
     Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
 };
+pub use layout::{trial_dir_in, DataLayout};
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, describe, MODEL_KEYS};
 pub use ports::{

@@ -27,7 +27,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+mod finding;
+mod policy;
+
+pub use finding::{Action, Finding};
+pub use policy::Policy;
+
+use finding::{now, short};
 
 use mlci_containers::{
     classify_exit, container_user, ContainerError, ContainerSpec, ContainerStatus, Engine, EventsEnd, Mount,
@@ -37,44 +45,6 @@ use mlci_core::{
     EnvironmentRecord, EnvironmentSpec, EnvironmentState, EnvironmentStore, FailureKind, Restart,
     RestartPolicy, SpecError, StoreError,
 };
-
-/// How the watcher treats deaths.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// Time between full reconciles (the classic cron: a minute).
-    pub interval: Duration,
-    /// Back-off before the second relaunch in a row; doubled for each further one.
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
-    /// Relaunches in a row after which the watcher gives up (crash loop).
-    pub crash_loop_limit: u32,
-    /// A container that ran this long before dying starts a new count.
-    pub stable_after: Duration,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(60),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-            crash_loop_limit: 5,
-            stable_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl Policy {
-    /// Back-off before relaunch number `n` in a row (1-based): none for the
-    /// first, then `initial`, `2 * initial`, … capped at `max`.
-    pub fn backoff(&self, n: u32) -> Duration {
-        if n <= 1 {
-            return Duration::ZERO;
-        }
-        let factor = 2f64.powi((n - 2).min(30) as i32);
-        self.backoff_initial.mul_f64(factor).min(self.backoff_max)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -88,70 +58,6 @@ pub enum HealthError {
     Unknown(String),
     #[error("environment {name}: {message}")]
     Invalid { name: String, message: String },
-}
-
-/// What one check of one environment found and did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finding {
-    pub environment: String,
-    /// What was found: `running`, `exited 137 (killed)`, `unhealthy`, `missing`, …
-    pub observed: String,
-    pub action: Action,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Action {
-    /// Nothing to do (running, or done).
-    None,
-    Relaunched {
-        container: String,
-        restart: u32,
-    },
-    /// Relaunch due at this unix time (back-off).
-    Waiting {
-        until: f64,
-    },
-    /// Crash loop: not relaunched any more.
-    GaveUp,
-    /// Could not look or relaunch (Engine unreachable, image gone, …).
-    Failed(String),
-}
-
-impl Finding {
-    /// True when the environment is left unhealed (a crash loop or a failure).
-    pub fn unhealed(&self) -> bool {
-        matches!(self.action, Action::GaveUp | Action::Failed(_))
-    }
-}
-
-impl std::fmt::Display for Finding {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.environment, self.observed)?;
-        match &self.action {
-            Action::None => Ok(()),
-            Action::Relaunched { container, restart } => {
-                write!(
-                    f,
-                    " -> relaunched as {} (restart {restart} in a row)",
-                    short(container)
-                )
-            }
-            Action::Waiting { until } => write!(f, " -> relaunch in {:.1} s (back-off)", until - now()),
-            Action::GaveUp => write!(f, " -> crash loop: gave up (run `mlci env up` again to retry)"),
-            Action::Failed(why) => write!(f, " -> NOT HEALED: {why}"),
-        }
-    }
-}
-
-fn short(id: &str) -> &str {
-    &id[..id.len().min(12)]
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// The container name of an environment.

@@ -12,6 +12,8 @@ use mlci_core::{RunFilter, RunRecord, RunState};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::params::RawParams;
+
 use crate::error::ApiError;
 use crate::state::{run_json, AppState};
 
@@ -39,12 +41,12 @@ fn with_location(status: StatusCode, run: &RunRecord) -> Response {
 }
 
 /// The JSON body of a step request: an object (an empty body is `{}`).
-pub(crate) fn params_from_body(body: &[u8]) -> Result<Value, ApiError> {
+pub(crate) fn params_from_body(body: &[u8]) -> Result<RawParams, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Object(Default::default()));
+        return Ok(RawParams::new());
     }
     match serde_json::from_slice::<Value>(body) {
-        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(Value::Object(v)) => Ok(v),
         Ok(_) => Err(ApiError::bad_field(
             "body",
             "the parameters must be a JSON object",

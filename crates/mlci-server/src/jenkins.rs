@@ -277,10 +277,10 @@ async fn job(
         |pred: &dyn Fn(&RunRecord) -> bool| builds.iter().find(|r| pred(r)).map(|r| build_ref(&base, r));
     let definitions: Vec<Value> = state
         .steps
-        .parameters(&job)
+        .definitions(&job)
         .iter()
         .map(|p| {
-            let default = p.default.unwrap_or("");
+            let default = p.default.as_deref().unwrap_or("");
             let class = match p.kind {
                 ParamKind::Bool => "hudson.model.BooleanParameterDefinition",
                 _ => "hudson.model.StringParameterDefinition",
@@ -395,13 +395,22 @@ async fn build(
             fields.insert(k, v);
         }
     }
-    let defs = state.steps.parameters(&job);
-    let mut params = Map::new();
+    let defs = state.steps.definitions(&job);
+    // A step with a closed parameter list takes only its parameters: Jenkins drops
+    // undefined build parameters (SECURITY-170) rather than failing the build.
+    let closed = state
+        .steps
+        .schema(&job)
+        .is_some_and(|s| s["additionalProperties"] == Value::Bool(false));
+    let mut params = crate::params::RawParams::new();
     for (name, text) in &fields {
-        let kind = defs.iter().find(|d| d.name == name).map(|d| d.kind);
+        let kind = defs.iter().find(|d| d.name == *name).map(|d| d.kind);
+        if closed && kind.is_none() {
+            tracing::debug!(job = %job, parameter = %name, "undefined build parameter dropped");
+            continue;
+        }
         params.insert(name.clone(), typed(kind, name, text)?);
     }
-    let params = Value::Object(params);
     state.validate(&job, &params).await?;
     let key = headers
         .get("idempotency-key")

@@ -33,6 +33,7 @@ mod experiments;
 mod jenkins;
 mod metrics;
 mod ops;
+mod params;
 mod state;
 mod steps;
 mod trigger;
@@ -62,11 +63,14 @@ pub use config::{Secret, ServerConfig, WebhookConfig, WebhookRepository};
 pub use error::ServerError;
 pub use jenkins::JENKINS_VERSION;
 pub use metrics::Gauge;
-pub use ops::{openapi_document, ROUTES};
+pub use ops::{openapi_document, openapi_document_for, ROUTES};
 pub use state::{GaugeSource, ReadinessCheck};
+pub use params::{field_names, param_definitions, params_schema, parse_params, RawParams};
+/// For [`step_set!`]: the JSON value type its schemas are.
+pub use serde_json::Value as JsonValue;
 pub use steps::{
-    noop_parameters, run_noop, validate_noop, NoopSteps, ParamDef, ParamError, ParamKind, RunContext,
-    StepFailure, StepOutput, Steps,
+    run_noop, NoopParams, NoopStep, NoopSteps, ParamDef, ParamError, ParamKind, RunContext, StepFailure,
+    StepOutput, StepSet, Steps,
 };
 pub use trigger::{JenkinsTarget, JENKINS_TRIGGER_STEP};
 pub use webhook::signature_valid;
@@ -93,7 +97,7 @@ pub struct Server {
     config: ServerConfig,
     store: Arc<dyn RunStore>,
     experiments: Option<Arc<dyn Store>>,
-    steps: Arc<dyn Steps>,
+    steps: Arc<dyn steps::DynSteps>,
     readiness: Vec<ReadinessCheck>,
     gauges: Vec<GaugeSource>,
     shutdown: ShutdownHandle,
@@ -111,11 +115,12 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Start the runtime and bind `config.listen` (port 0 picks a free port).
-    pub fn bind(
+    pub fn bind<S: Steps>(
         config: ServerConfig,
         store: Arc<dyn RunStore>,
-        steps: Arc<dyn Steps>,
+        steps: Arc<S>,
     ) -> Result<Self, ServerError> {
+        let steps: Arc<dyn steps::DynSteps> = Arc::new(steps::Erased(steps));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("mlci-server")

@@ -250,8 +250,41 @@ pub fn openapi_document() -> Value {
     })
 }
 
-async fn openapi() -> Json<Value> {
-    Json(openapi_document())
+/// [`openapi_document`] with the parameters' schemas of the step set `S` (from its params
+/// structs): `components.schemas.params-<step>`, and the body of `POST
+/// /api/v1/steps/{step}` as one of them. What the service answers at
+/// `/api/v1/openapi.json`.
+pub fn openapi_document_for<S: crate::StepSet>() -> Value {
+    let names: Vec<String> = S::names().into_iter().map(str::to_owned).collect();
+    with_step_schemas(&names, &|step| S::schema(step))
+}
+
+fn with_step_schemas(names: &[String], schema: &dyn Fn(&str) -> Option<Value>) -> Value {
+    let mut doc = openapi_document();
+    let mut refs = Vec::new();
+    for step in names {
+        if let Some(mut schema) = schema(step) {
+            if let Value::Object(m) = &mut schema {
+                m.remove("$schema");
+                m.insert("x-mlci-step".into(), json!(step));
+            }
+            let name = format!("params-{step}");
+            refs.push(json!({"$ref": format!("#/components/schemas/{name}")}));
+            doc["components"]["schemas"][name] = schema;
+        }
+    }
+    if let Some(op) = doc["paths"]["/api/v1/steps/{step}"].get_mut("post") {
+        op["requestBody"] = json!({
+            "required": false,
+            "content": {"application/json": {"schema": {"oneOf": refs}}},
+        });
+    }
+    doc
+}
+
+async fn openapi(State(state): State<AppState>) -> Json<Value> {
+    let steps = &state.steps;
+    Json(with_step_schemas(&steps.names(), &|step| steps.schema(step)))
 }
 
 async fn dashboard() -> Response {

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::steps::{RunContext, Steps};
+use crate::params::RawParams;
+use crate::steps::{DynSteps, RunContext};
 use crate::{Gauge, ServerConfig};
 
 /// Readiness of something besides the store (the Docker Engine): `Err` says what is wrong.
@@ -34,7 +35,7 @@ pub(crate) struct Inner {
     /// Summaries of finished experiments (they do not change), so polling the list reads
     /// only the running ones' trials.
     pub summaries: Arc<crate::experiments::SummaryCache>,
-    pub steps: Arc<dyn Steps>,
+    pub steps: Arc<dyn DynSteps>,
     pub metrics: Metrics,
     pub readiness: Vec<ReadinessCheck>,
     pub gauges: Vec<GaugeSource>,
@@ -124,13 +125,13 @@ impl AppState {
 
     /// Check a step's parameters (a JSON object) before a run is created, on a blocking
     /// thread (a step may look at the filesystem to check them).
-    pub async fn validate(&self, step: &str, params: &Value) -> Result<(), ApiError> {
+    pub async fn validate(&self, step: &str, params: &RawParams) -> Result<(), ApiError> {
         if self.builtin(step).is_some() {
             return Ok(());
         }
         let steps = Arc::clone(&self.steps);
         let (step, params) = (step.to_owned(), params.clone());
-        tokio::task::spawn_blocking(move || steps.validate(&step, &params))
+        tokio::task::spawn_blocking(move || steps.accept(&step, &params))
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::bad_field(e.field, e.message))
@@ -140,7 +141,7 @@ impl AppState {
     pub async fn submit(
         &self,
         step: &str,
-        params: Value,
+        params: RawParams,
         key: Option<String>,
     ) -> Result<(RunRecord, bool), ApiError> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -151,7 +152,7 @@ impl AppState {
         }
         let new = NewRun {
             step: step.to_owned(),
-            params: params.to_string(),
+            params: Value::Object(params).to_string(),
             idempotency_key: key,
             created_at: now(),
         };
@@ -276,8 +277,8 @@ impl AppState {
                 "create the artifacts folder {}: {e}",
                 artifacts.display()
             )),
-            Ok(()) => match serde_json::from_str::<Value>(&run.params) {
-                Err(e) => Err(format!("the stored parameters are not JSON: {e}")),
+            Ok(()) => match serde_json::from_str::<RawParams>(&run.params) {
+                Err(e) => Err(format!("the stored parameters are not a JSON object: {e}")),
                 Ok(params) => {
                     let steps = Arc::clone(&self.steps);
                     let step = run.step.clone();
@@ -346,10 +347,15 @@ impl AppState {
         );
     }
 
+    /// Whether the steps resume `run` (its stored parameters parsed as at its start).
+    fn resumable(&self, run: &RunRecord) -> bool {
+        serde_json::from_str::<RawParams>(&run.params).is_ok_and(|raw| self.steps.resumable(&run.step, &raw))
+    }
+
     /// A run stopped by the shutdown: back to `queued` when the step resumes it at the next
     /// start, otherwise `interrupted`.
     fn shelve(&self, mut run: RunRecord, ctx: &RunContext) {
-        if self.builtin(&run.step).is_none() && self.steps.resumable(&run) {
+        if self.builtin(&run.step).is_none() && self.resumable(&run) {
             ctx.log("Interrupted: mlci serve is shutting down; the run resumes when it starts again");
             run.state = RunState::Queued;
             run.error = Some("waiting for the service to restart".to_owned());
@@ -377,7 +383,7 @@ impl AppState {
         for mut run in left.into_iter().rev() {
             if self.builtin(&run.step).is_none()
                 && self.steps.names().contains(&run.step)
-                && self.steps.resumable(&run)
+                && self.resumable(&run)
             {
                 tracing::info!(run = %run.id, step = %run.step, "resuming run left by the previous process");
                 self.start(run, true);

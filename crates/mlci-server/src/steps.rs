@@ -8,8 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlci_core::{Outcome, RunRecord, RunStore};
+use mlci_core::{Outcome, RunStore};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::params::RawParams;
 
 /// The type of a step parameter: how a Jenkins form field (always text) becomes JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,14 +24,17 @@ pub enum ParamKind {
     Bool,
 }
 
-/// One parameter a step takes (shown to Jenkins as a parameter definition).
+/// One parameter a step takes (shown to Jenkins as a parameter definition), derived from
+/// the step's params struct by [`param_definitions`](crate::param_definitions).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamDef {
-    pub name: &'static str,
+    pub name: String,
     pub kind: ParamKind,
     /// The default, as text (`None`: required or absent).
-    pub default: Option<&'static str>,
-    pub description: &'static str,
+    pub default: Option<String>,
+    pub description: String,
+    /// Whether a run needs it.
+    pub required: bool,
 }
 
 /// Bad input to a step, naming the field (answered as `400 {"error", "field"}`).
@@ -56,37 +63,102 @@ pub struct StepOutput {
     pub outcome: Outcome,
 }
 
+impl StepOutput {
+    /// A result built from any serialisable value (a step's own result struct).
+    pub fn new(result: &impl serde::Serialize, outcome: Outcome) -> Self {
+        Self {
+            result: serde_json::to_value(result).unwrap_or(Value::Null),
+            outcome,
+        }
+    }
+}
+
 /// Why a step could not run to its end (the run becomes `failed`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct StepFailure(pub String);
 
-/// The steps the service runs. Implemented by the binary; every method may be called from
-/// several threads at once. `run` is called on a blocking thread, never on the async
-/// executor, and may take hours.
-pub trait Steps: Send + Sync + 'static {
-    /// The step names (`scm-sync`, `train`, …); also the Jenkins job names. Called on the
-    /// async executor: must be cheap and must not block (as must `parameters`).
-    fn names(&self) -> Vec<String>;
+/// A closed set of steps, each with its own params struct: usually declared with
+/// [`step_set!`](crate::step_set), which derives all of this from the structs.
+pub trait StepSet: Sized + Send + Sync + 'static {
+    /// The step names, in the order jobs are listed (also the Jenkins job names).
+    fn names() -> Vec<&'static str>;
+    /// Parse `step`'s parameters at the edge; unknown fields are refused and the error
+    /// names the field.
+    fn parse(step: &str, raw: &RawParams) -> Result<Self, ParamError>;
+    /// This step's name.
+    fn name(&self) -> &'static str;
+    /// `step`'s parameter definitions (Jenkins; typing form fields; the docs table).
+    fn definitions(step: &str) -> Vec<ParamDef>;
+    /// `step`'s parameters as a JSON Schema (the OpenAPI document).
+    fn schema(step: &str) -> Option<Value>;
+}
 
-    /// The parameters `step` takes, for Jenkins' parameter definitions and for turning form
-    /// fields into typed JSON. Parameters not listed are passed on as strings.
-    fn parameters(&self, _step: &str) -> Vec<ParamDef> {
-        Vec::new()
+/// The steps the service runs, on parameters already parsed into [`Steps::Step`].
+/// Implemented by the binary; every method may be called from several threads at once.
+pub trait Steps: Send + Sync + 'static {
+    /// The step set: one variant, one params struct per step.
+    type Step: StepSet;
+
+    /// Check what only the host can tell (a known repository, an existing dataset) before
+    /// a run is created; an error names the field (answered 400). Called on a blocking
+    /// thread; should be quick (the request waits).
+    fn check(&self, _step: &Self::Step) -> Result<(), ParamError> {
+        Ok(())
     }
 
-    /// Check `params` (a JSON object) before a run is created; an error names the field
-    /// (answered 400). Called on a blocking thread; should be quick (the request waits).
-    fn validate(&self, step: &str, params: &Value) -> Result<(), ParamError>;
+    /// Run `step` to its end (or until `ctx.cancelled()`), on a blocking thread, never on
+    /// the async executor; may take hours.
+    fn run(&self, step: &Self::Step, ctx: &RunContext) -> Result<StepOutput, StepFailure>;
 
-    /// Run `step` to its end (or until `ctx.cancelled()`).
-    fn run(&self, step: &str, params: &Value, ctx: &RunContext) -> Result<StepOutput, StepFailure>;
-
-    /// Whether `run`, left `queued` or `running` by a previous process, should run again
+    /// Whether `step`, left `queued` or `running` by a previous process, should run again
     /// (with [`RunContext::resumed`] true) instead of being marked `interrupted`. Tuning
     /// runs resume their experiment.
-    fn resumable(&self, _run: &RunRecord) -> bool {
+    fn resumable(&self, _step: &Self::Step) -> bool {
         false
+    }
+}
+
+/// [`Steps`] with its step type erased, as the service holds it: parameters are parsed
+/// here, at the edge, and the parsed step is what is checked and what runs.
+pub(crate) trait DynSteps: Send + Sync {
+    fn names(&self) -> Vec<String>;
+    fn definitions(&self, step: &str) -> Vec<ParamDef>;
+    fn schema(&self, step: &str) -> Option<Value>;
+    /// Parse and check (before a run is created).
+    fn accept(&self, step: &str, raw: &RawParams) -> Result<(), ParamError>;
+    /// Parse the stored parameters again (the same function, so the same step) and run.
+    fn run(&self, step: &str, raw: &RawParams, ctx: &RunContext) -> Result<StepOutput, StepFailure>;
+    fn resumable(&self, step: &str, raw: &RawParams) -> bool;
+}
+
+/// The erasure of a typed [`Steps`].
+pub(crate) struct Erased<S>(pub Arc<S>);
+
+impl<S: Steps> DynSteps for Erased<S> {
+    fn names(&self) -> Vec<String> {
+        S::Step::names().into_iter().map(str::to_owned).collect()
+    }
+
+    fn definitions(&self, step: &str) -> Vec<ParamDef> {
+        S::Step::definitions(step)
+    }
+
+    fn schema(&self, step: &str) -> Option<Value> {
+        S::Step::schema(step)
+    }
+
+    fn accept(&self, step: &str, raw: &RawParams) -> Result<(), ParamError> {
+        self.0.check(&S::Step::parse(step, raw)?)
+    }
+
+    fn run(&self, step: &str, raw: &RawParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+        let step = S::Step::parse(step, raw).map_err(|e| StepFailure(format!("parameter {e}")))?;
+        self.0.run(&step, ctx)
+    }
+
+    fn resumable(&self, step: &str, raw: &RawParams) -> bool {
+        S::Step::parse(step, raw).is_ok_and(|s| self.0.resumable(&s))
     }
 }
 
@@ -164,28 +236,17 @@ impl RunContext {
 }
 
 /// The `noop` step's parameters.
-pub fn noop_parameters() -> Vec<ParamDef> {
-    vec![ParamDef {
-        name: "sleep_ms",
-        kind: ParamKind::Integer,
-        default: Some("0"),
-        description: "milliseconds to sleep (cancellable)",
-    }]
-}
-
-/// Check the `noop` step's parameters: `sleep_ms`, a non-negative integer (default 0).
-pub fn validate_noop(params: &Value) -> Result<u64, ParamError> {
-    match params.get("sleep_ms") {
-        None | Some(Value::Null) => Ok(0),
-        Some(v) => v
-            .as_u64()
-            .ok_or_else(|| ParamError::new("sleep_ms", "must be a non-negative integer (milliseconds)")),
-    }
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoopParams {
+    /// milliseconds to sleep (cancellable)
+    #[serde(default)]
+    pub sleep_ms: u64,
 }
 
 /// The `noop` step: logs, sleeps `sleep_ms` (stopping early when cancelled), returns `{}`.
-pub fn run_noop(params: &Value, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
-    let sleep_ms = validate_noop(params).map_err(|e| StepFailure(e.to_string()))?;
+pub fn run_noop(params: &NoopParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+    let sleep_ms = params.sleep_ms;
     ctx.log(format!("noop: sleeping {sleep_ms} ms"));
     let until = Instant::now() + Duration::from_millis(sleep_ms);
     while Instant::now() < until {
@@ -205,28 +266,23 @@ pub fn run_noop(params: &Value, ctx: &RunContext) -> Result<StepOutput, StepFail
     })
 }
 
+crate::step_set! {
+    /// The built-in step set: `noop` only (tests and benchmarks).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum NoopStep {
+        Noop(NoopParams) = "noop",
+    }
+}
+
 /// [`Steps`] with only the built-in `noop` step (for tests and the benchmark).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopSteps;
 
 impl Steps for NoopSteps {
-    fn names(&self) -> Vec<String> {
-        vec!["noop".to_owned()]
-    }
+    type Step = NoopStep;
 
-    fn parameters(&self, step: &str) -> Vec<ParamDef> {
-        if step == "noop" {
-            noop_parameters()
-        } else {
-            Vec::new()
-        }
-    }
-
-    fn validate(&self, _step: &str, params: &Value) -> Result<(), ParamError> {
-        validate_noop(params).map(|_| ())
-    }
-
-    fn run(&self, _step: &str, params: &Value, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+    fn run(&self, step: &NoopStep, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+        let NoopStep::Noop(params) = step;
         run_noop(params, ctx)
     }
 }

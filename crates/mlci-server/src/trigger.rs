@@ -11,6 +11,7 @@ use base64::Engine as _;
 use mlci_core::Outcome;
 use serde_json::{json, Value};
 
+use crate::params::RawParams;
 use crate::steps::{RunContext, StepFailure, StepOutput};
 use crate::Secret;
 
@@ -147,7 +148,7 @@ fn outcome_of(result: &str) -> Outcome {
 /// the build goes on in Jenkins.
 pub(crate) fn run_trigger(
     target: &JenkinsTarget,
-    params: &Value,
+    params: &RawParams,
     ctx: &RunContext,
 ) -> Result<StepOutput, StepFailure> {
     let user_pass = format!("{}:{}", target.user, target.token.expose());
@@ -162,8 +163,7 @@ pub(crate) fn run_trigger(
             base64::engine::general_purpose::STANDARD.encode(user_pass)
         ),
     };
-    let form: Vec<String> = params
-        .as_object()
+    let form: Vec<String> = Some(params)
         .map(|m| {
             m.iter()
                 .map(|(k, v)| {

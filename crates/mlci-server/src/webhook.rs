@@ -147,12 +147,13 @@ async fn receive(
             format!("the pipeline step `{}` is not available", config.step),
         ));
     }
-    let params = json!({
-        "repository": repository.name,
-        "url": repository.urls.first(),
-        "branch": branch,
-        "commit": after,
-    });
+    let mut params = crate::params::RawParams::new();
+    params.insert("repository".into(), json!(repository.name));
+    if let Some(url) = repository.urls.first() {
+        params.insert("url".into(), json!(url));
+    }
+    params.insert("branch".into(), json!(branch));
+    params.insert("commit".into(), json!(after));
     state.validate(&config.step, &params).await?;
     let (run, created) = state
         .submit(&config.step, params, Some(format!("github-{delivery}")))

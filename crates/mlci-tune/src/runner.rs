@@ -381,7 +381,7 @@ impl<'a> Tuner<'a> {
             .iter()
             .find(|t| t.number == number)
             .expect("trial exists");
-        let workdir = self.options.root.join("trials").join(number.to_string());
+        let workdir = mlci_core::trial_dir_in(&self.options.root, number);
         std::fs::create_dir_all(&workdir).map_err(|e| {
             Failure::new(
                 FailureKind::Crashed,
@@ -556,10 +556,7 @@ impl<'a> Tuner<'a> {
                     t.provenance.image_digest = out.image_digest.clone();
                 }
                 t.artifacts = Some(
-                    self.options
-                        .root
-                        .join("trials")
-                        .join(number.to_string())
+                    mlci_core::trial_dir_in(&self.options.root, number)
                         .display()
                         .to_string(),
                 );

@@ -212,6 +212,11 @@ fn var(name: &str) -> Option<String> {
 }
 
 impl Config {
+    /// Where everything under the data folder is.
+    pub fn layout(&self) -> mlci_core::DataLayout {
+        mlci_core::DataLayout::new(&self.data_dir)
+    }
+
     /// Defaults < file < environment < flags.
     pub fn load(
         file: Option<&Path>,
@@ -257,7 +262,7 @@ impl Config {
         let db = db_flag
             .or_else(|| var(env::DB).map(PathBuf::from))
             .or(fc.db)
-            .unwrap_or_else(|| data_dir.join("mlci.db"));
+            .unwrap_or_else(|| mlci_core::DataLayout::new(&data_dir).db());
         let mut mail = fc.mail;
         if let Some(from) = var(env::MAIL_FROM) {
             mail.from = Some(from);
@@ -335,6 +340,6 @@ impl Config {
         self.mail
             .outbox
             .clone()
-            .unwrap_or_else(|| self.data_dir.join("outbox"))
+            .unwrap_or_else(|| self.layout().outbox_dir())
     }
 }

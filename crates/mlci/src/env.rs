@@ -15,10 +15,10 @@ use mlci_store::SqliteStore;
 
 use crate::cli::{EnvCommand, EnvUpArgs, HealthCommand};
 use crate::config::{env, Config};
+use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
 /// Exit code of `mlci health check` when something could not be healed.
-const EXIT_UNHEALED: u8 = 1;
 
 /// The Engine at `DOCKER_HOST`, else the default socket.
 pub fn engine() -> anyhow::Result<Arc<Engine>> {
@@ -122,7 +122,7 @@ pub fn health_with(cfg: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Heal
         store,
         cfg.health.clone(),
         &cfg.owner,
-        &cfg.data_dir.join("environments"),
+        &cfg.layout().environments_dir(),
     ))
 }
 
@@ -251,7 +251,7 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
     let done_exit_codes = if !args.done_exit_codes.is_empty() {
         args.done_exit_codes.clone()
     } else if tunes {
-        vec![0, i64::from(crate::tune::EXIT_GOAL_NOT_MET)]
+        vec![0, i64::from(Exit::GoalNotMet.code())]
     } else {
         EnvironmentSpec::default_done_codes()
     };
@@ -278,7 +278,7 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
     Ok(spec)
 }
 
-pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<u8> {
+pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let health = health(cfg)?;
     match cmd {
         EnvCommand::Up(args) => {
@@ -351,10 +351,10 @@ pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(0)
+    Ok(Exit::Success)
 }
 
-pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<u8> {
+pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let health = health(cfg)?;
     match cmd {
         HealthCommand::Check { json } => {
@@ -374,7 +374,7 @@ pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<u8> {
                     unhealed
                 ));
             }
-            Ok(if unhealed > 0 { EXIT_UNHEALED } else { 0 })
+            Ok(if unhealed > 0 { Exit::Unhealed } else { Exit::Success })
         }
         HealthCommand::Watch => {
             let stop = Arc::new(AtomicBool::new(false));
@@ -389,7 +389,7 @@ pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<u8> {
             );
             health.watch(&stop, &mut |f| emit_plain(&f.to_string()))?;
             tracing::info!("stopped watching");
-            Ok(0)
+            Ok(Exit::Success)
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The `mlci` binary: parses flags, installs the logger and thread pool,
-//! runs a command, and maps errors to exit codes in one place
-//! (0 success, 1 the run failed, 2 bad input or usage).
+//! runs a command, and maps errors to exit codes in one place (the table is
+//! [`exit::Exit`]).
 
 mod cli;
 mod config;
 mod env;
+mod exit;
 mod mail;
 mod progress;
 mod serve;
@@ -21,6 +22,7 @@ use mlci_train::{synth, DataSource, Dataset, Predictor, TrainError, TrainOptions
 
 use cli::{Cli, Command, DemoArgs, InspectArgs, PredictArgs, SpecArgs, TrainArgs, TuneArgs};
 use config::Config;
+use exit::Exit;
 use progress::{emit, Progress};
 
 #[global_allocator]
@@ -29,8 +31,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// candle's spin limit for its worker pool (read by candle itself).
 const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
-pub(crate) const EXIT_FAILURE: u8 = 1;
-const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     tune_allocator();
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     .and_then(|cfg| init_threads(cfg.threads).map(|()| cfg))
     .and_then(|cfg| run(cli.command, &cfg));
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(exit) => exit.into(),
         Err(err) => {
             let bad_input = err
                 .downcast_ref::<TrainError>()
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
                 || err.downcast_ref::<config::ConfigError>().is_some()
                 || err.downcast_ref::<BadInput>().is_some();
             tracing::error!("{err:#}");
-            ExitCode::from(if bad_input { EXIT_BAD_INPUT } else { EXIT_FAILURE })
+            if bad_input { Exit::BadInput } else { Exit::Failure }.into()
         }
     }
 }
@@ -119,12 +119,12 @@ fn init_threads(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(command: Command, cfg: &Config) -> anyhow::Result<u8> {
+fn run(command: Command, cfg: &Config) -> anyhow::Result<Exit> {
     match command {
-        Command::Train(args) => cmd_train(args).map(|()| 0),
-        Command::Predict(args) => cmd_predict(args).map(|()| 0),
+        Command::Train(args) => cmd_train(args).map(|()| Exit::Success),
+        Command::Predict(args) => cmd_predict(args).map(|()| Exit::Success),
         Command::Demo(args) => cmd_demo(args, cfg),
-        Command::Inspect(args) => cmd_inspect(args).map(|()| 0),
+        Command::Inspect(args) => cmd_inspect(args).map(|()| Exit::Success),
         Command::Tune(args) => tune::cmd_tune(args, cfg),
         Command::Experiments(cmd) => tune::cmd_experiments(cmd, cfg),
         Command::Env(cmd) => env::cmd_env(cmd, cfg),
@@ -238,8 +238,8 @@ fn cmd_predict(args: PredictArgs) -> anyhow::Result<()> {
 
 /// The demo: tune a small CNN on generated images (or `--data`) until its
 /// goal, write the report and mail the result (to the outbox by default).
-fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<u8> {
-    let demo_dir = cfg.data_dir.join("demo");
+fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<Exit> {
+    let demo_dir = cfg.layout().demo_dir();
     let (text, data) = match (&args.experiment, &args.data) {
         (Some(path), _) => (
             std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,

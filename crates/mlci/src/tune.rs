@@ -16,12 +16,9 @@ use mlci_tune::{Progress, SubprocessExecutor, TuneOptions, Tuner};
 
 use crate::cli::{ExperimentsCommand, TuneArgs};
 use crate::config::{env, Config};
+use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
-/// Exit code when the budget ran out without meeting the goal.
-pub const EXIT_GOAL_NOT_MET: u8 = 3;
-/// Exit code after SIGTERM or Ctrl-C (128 + SIGTERM, as shells report it).
-pub const EXIT_INTERRUPTED: u8 = 143;
 
 fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&cfg.db)?)
@@ -191,7 +188,7 @@ fn swarm_executor(experiment: &str, spec: &ExperimentSpec) -> anyhow::Result<mlc
 }
 
 /// Run `mlci tune`; returns the exit code.
-pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
+pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = open_store(cfg)?;
     let exp = experiment_to_run(&args, &store)?;
     let spec = exp.spec.clone();
@@ -225,7 +222,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
         tracing::info!(dataset = %dir.display(), fingerprint = %fp, "dataset");
         provenance.dataset_fingerprint = Some(fp);
     }
-    let root = cfg.data_dir.join("experiments").join(&exp.id);
+    let root = cfg.layout().experiment_dir(&exp.id);
     // Check the mail settings now, not after hours of training.
     let notifier = if args.no_mail {
         None
@@ -279,11 +276,11 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
 
     if exp.state == ExperimentState::Running && cancel.load(Ordering::SeqCst) {
         tracing::warn!(experiment = %exp.id, "interrupted: running trials were checkpointed; continue with `mlci tune --resume {}`", exp.id);
-        return Ok(EXIT_INTERRUPTED);
+        return Ok(Exit::Interrupted);
     }
     let trials = store.trials(&exp.id)?;
     let events = store.events(&exp.id)?;
-    let report_dir = args.report_dir.clone().unwrap_or_else(|| root.join("report"));
+    let report_dir = args.report_dir.clone().unwrap_or_else(|| cfg.layout().report_dir(&exp.id));
     let files = mlci_report::write_reports(&report_dir, &exp, &trials, &events)
         .with_context(|| format!("cannot write the report to {}", report_dir.display()))?;
     tracing::info!(report = %files.html.display(), junit = %files.junit.display(), "report written");
@@ -299,9 +296,9 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<u8> {
     print_summary(&exp, &trials);
     emit_result(&exp, &trials, &files.html);
     Ok(match exp.state {
-        ExperimentState::Succeeded => 0,
-        ExperimentState::BudgetExhausted => EXIT_GOAL_NOT_MET,
-        ExperimentState::Failed | ExperimentState::Running => crate::EXIT_FAILURE,
+        ExperimentState::Succeeded => Exit::Success,
+        ExperimentState::BudgetExhausted => Exit::GoalNotMet,
+        ExperimentState::Failed | ExperimentState::Running => Exit::Failure,
     })
 }
 
@@ -371,7 +368,7 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
     }
 }
 
-pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<u8> {
+pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let store = open_store(cfg)?;
     match cmd {
         ExperimentsCommand::List { json } => {
@@ -409,5 +406,5 @@ pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<
             }
         }
     }
-    Ok(0)
+    Ok(Exit::Success)
 }

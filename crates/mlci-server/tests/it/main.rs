@@ -15,69 +15,74 @@ use std::time::{Duration, Instant};
 
 use mlci_core::Outcome;
 use mlci_server::{
-    run_noop, validate_noop, ParamDef, ParamError, RunContext, Server, ServerConfig, ServerError,
-    ShutdownHandle, StepFailure, StepOutput, Steps,
+    run_noop, NoopParams, ParamError, RunContext, Server, ServerConfig, ServerError, ShutdownHandle,
+    StepFailure, StepOutput, StepSet, Steps,
 };
 use mlci_store::SqliteStore;
 use serde_json::{json, Value};
 
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// Steps for tests: `noop`; `record` and `pipeline` (remember their params); `fail`;
-/// `artifacts` (writes files); `resumable` (resumed after a restart).
+/// Any parameters (the `record`-like test steps echo what they were given).
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct AnyParams(pub serde_json::Map<String, Value>);
+
+mlci_server::step_set! {
+    /// Steps for tests: `noop`; `record` and `pipeline` (remember their params); `fail`;
+    /// `artifacts` (writes files); `resumable` (resumed after a restart); `slow` (slow to
+    /// check).
+    #[derive(Debug, Clone)]
+    pub enum TestStep {
+        Noop(NoopParams) = "noop",
+        Record(AnyParams) = "record",
+        Pipeline(AnyParams) = "pipeline",
+        Fail(AnyParams) = "fail",
+        Artifacts(AnyParams) = "artifacts",
+        Resumable(NoopParams) = "resumable",
+        Slow(AnyParams) = "slow",
+    }
+}
+
+/// The test steps, remembering every run: (step, params, resumed).
 #[derive(Debug, Default)]
 pub struct TestSteps {
     pub seen: Mutex<Vec<(String, Value, bool)>>,
 }
 
 impl Steps for TestSteps {
-    fn names(&self) -> Vec<String> {
-        [
-            "noop",
-            "record",
-            "pipeline",
-            "fail",
-            "artifacts",
-            "resumable",
-            "slow",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
+    type Step = TestStep;
 
-    fn parameters(&self, step: &str) -> Vec<ParamDef> {
-        match step {
-            "noop" | "resumable" => mlci_server::noop_parameters(),
-            _ => Vec::new(),
+    fn check(&self, step: &TestStep) -> Result<(), ParamError> {
+        if let TestStep::Slow(_) = step {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
         }
+        Ok(())
     }
 
-    fn validate(&self, step: &str, params: &Value) -> Result<(), ParamError> {
-        match step {
-            "noop" | "resumable" => validate_noop(params).map(|_| ()),
-            "slow" => {
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn run(&self, step: &str, params: &Value, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+    fn run(&self, step: &TestStep, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+        let params = match step {
+            TestStep::Noop(p) | TestStep::Resumable(p) => serde_json::to_value(p).unwrap(),
+            TestStep::Record(p)
+            | TestStep::Pipeline(p)
+            | TestStep::Fail(p)
+            | TestStep::Artifacts(p)
+            | TestStep::Slow(p) => Value::Object(p.0.clone()),
+        };
         self.seen
             .lock()
             .unwrap()
-            .push((step.to_owned(), params.clone(), ctx.resumed()));
+            .push((step.name().to_owned(), params.clone(), ctx.resumed()));
         match step {
-            "noop" => run_noop(params, ctx),
+            TestStep::Noop(p) => run_noop(p, ctx),
             // Resumed after a restart: finishes quickly.
-            "resumable" if ctx.resumed() => run_noop(&json!({"sleep_ms": 10}), ctx),
-            "resumable" => run_noop(params, ctx),
-            "fail" => {
+            TestStep::Resumable(_) if ctx.resumed() => run_noop(&NoopParams { sleep_ms: 10 }, ctx),
+            TestStep::Resumable(p) => run_noop(p, ctx),
+            TestStep::Fail(_) => {
                 ctx.log("about to fail");
                 Err(StepFailure("the data folder /nowhere does not exist".into()))
             }
-            "artifacts" => {
+            TestStep::Artifacts(_) => {
                 std::fs::write(ctx.artifacts_dir().join("report.html"), "<p>report</p>").unwrap();
                 std::fs::write(ctx.artifacts_dir().join("trials.csv"), "a,b\n1,2\n").unwrap();
                 let big: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
@@ -91,7 +96,7 @@ impl Steps for TestSteps {
                     outcome: Outcome::Unstable,
                 })
             }
-            _ => {
+            TestStep::Record(_) | TestStep::Pipeline(_) | TestStep::Slow(_) => {
                 ctx.log(format!("params: {params}"));
                 Ok(StepOutput {
                     result: json!({"echo": params}),
@@ -101,8 +106,8 @@ impl Steps for TestSteps {
         }
     }
 
-    fn resumable(&self, run: &mlci_core::RunRecord) -> bool {
-        run.step == "resumable"
+    fn resumable(&self, step: &TestStep) -> bool {
+        matches!(step, TestStep::Resumable(_))
     }
 }
 

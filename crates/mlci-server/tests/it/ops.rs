@@ -9,8 +9,22 @@ use mlci_server::Gauge;
 use crate::{TestServer, TestSteps};
 
 #[test]
+fn the_openapi_document_has_each_steps_parameters_from_its_struct() {
+    let doc = mlci_server::openapi_document_for::<mlci_server::NoopStep>();
+    let noop = &doc["components"]["schemas"]["params-noop"];
+    assert_eq!(noop["properties"]["sleep_ms"]["type"], "integer");
+    assert_eq!(noop["additionalProperties"], false);
+    let body = &doc["paths"]["/api/v1/steps/{step}"]["post"]["requestBody"];
+    assert_eq!(
+        body["content"]["application/json"]["schema"]["oneOf"][0]["$ref"],
+        "#/components/schemas/params-noop"
+    );
+}
+
+
+#[test]
 fn the_openapi_document_covers_every_route_in_the_source() {
-    let doc = mlci_server::openapi_document();
+    let doc = mlci_server::openapi_document_for::<crate::TestStep>();
     let paths = doc["paths"].as_object().unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found = std::collections::BTreeSet::new();

@@ -1,0 +1,181 @@
+//! `mlci serve`: the step service. `mlci-server` does HTTP, runs, the
+//! Jenkins-compatible API and the webhook; this module wires it to mlci's steps
+//! ([`steps::Step`], each in its own module), the SCM poller and the health gauges.
+//! Training steps run this very binary as a child process (`child`), so a crash or an
+//! out-of-memory in training never takes the service down.
+
+mod child;
+mod health_check;
+mod notify;
+mod pipeline;
+mod poll;
+mod provision;
+mod scm_sync;
+mod steps;
+mod train;
+mod tune;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use mlci_core::{EnvironmentStore, RunStore};
+use mlci_scm::{RepoSpec, Scm};
+use mlci_server::{Gauge, Secret, Server, ServerConfig, WebhookConfig, WebhookRepository};
+use mlci_store::SqliteStore;
+
+use crate::cli::ServeArgs;
+use crate::config::{env, Config};
+use crate::exit::Exit;
+use poll::PollLoop;
+use steps::MlciSteps;
+
+fn secret(env_name: &str, file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::bad(format!("cannot read {}: {e}", path.display())))?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(crate::bad(format!("{} is empty", path.display())));
+        }
+        return Ok(Some(Secret::new(value)));
+    }
+    Ok(std::env::var(env_name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| Secret::new(v.trim())))
+}
+
+pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
+    let store = Arc::new(SqliteStore::open(&cfg.db)?);
+    let scm = Arc::new(Scm::new(cfg.layout().scm_dir()));
+    let repos = MlciSteps::load_repos(cfg, scm.root())?;
+    let poll_repos: Vec<RepoSpec> = cfg
+        .server
+        .repositories
+        .iter()
+        .filter_map(|r| repos.get(&r.name).cloned())
+        .collect();
+    let token = secret(env::TOKEN, cfg.server.token_file.as_deref())?;
+    let config = server_config(&args, cfg, token.clone())?;
+    let steps = Arc::new(MlciSteps {
+        cfg: cfg.clone(),
+        exe: std::env::current_exe().context("cannot find the mlci binary")?,
+        scm: scm.clone(),
+        repos: Mutex::new(repos),
+        store: store.clone(),
+    });
+    let health_store = store.clone();
+    let server = Server::bind(config, store.clone() as Arc<dyn RunStore>, steps)?
+        .experiments(store.clone())
+        .readiness_check(Arc::new(|| {
+            crate::env::engine()
+                .map(drop)
+                .map_err(|e| format!("docker engine: {e:#}"))
+        }))
+        .gauges(Arc::new(move || health_gauges(health_store.as_ref())));
+    let addr = server.local_addr();
+    let handle = server.shutdown_handle();
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    let mut signals =
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+            .context("cannot install the signal handler")?;
+    {
+        let stop_polling = stop_polling.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                tracing::info!("shutting down: running steps checkpoint and stop");
+                stop_polling.store(true, Ordering::Relaxed);
+                handle.trigger();
+            }
+        });
+    }
+    if let Some(seconds) = cfg.server.poll_seconds {
+        let interval = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                crate::bad(format!(
+                    "server.poll_seconds = {seconds}: must be a positive number"
+                ))
+            })?;
+        match token {
+            Some(token) if !poll_repos.is_empty() => {
+                let poller = PollLoop {
+                    scm,
+                    repos: poll_repos,
+                    state: cfg.layout().scm_dir().join("last_seen.json"),
+                    url: format!("http://{addr}/api/v1/steps/pipeline"),
+                    token,
+                };
+                std::thread::spawn(move || poller.run(interval, &stop_polling));
+            }
+            Some(_) => tracing::warn!("server.poll_seconds is set but no [[server.repositories]] to poll"),
+            None => tracing::warn!("server.poll_seconds is set but there is no API token to start runs with"),
+        }
+    }
+    tracing::info!(%addr, db = %cfg.db.display(), "mlci serve listening");
+    crate::emit_plain(&format!("listening on http://{addr}"));
+    server.run(std::future::pending())?;
+    Ok(Exit::Success)
+}
+
+/// The service's own configuration from mlci's: address, tokens, webhook.
+fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyhow::Result<ServerConfig> {
+    let mut config = ServerConfig::new(cfg.layout().artifacts_dir());
+    if let Some(listen) = args.listen.or(cfg.server.listen) {
+        config.listen = listen;
+    }
+    config.public_url = cfg.server.public_url.clone();
+    if let Some(open) = cfg.server.read_only_open {
+        config.read_only_open = open;
+    }
+    match token {
+        Some(token) => config.tokens.push(token),
+        None => tracing::warn!(
+            "no API token ({} or [server] token_file): every mutating request will be refused",
+            env::TOKEN
+        ),
+    }
+    if let Some(secret) = secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())? {
+        config.webhook = Some(WebhookConfig {
+            secret,
+            repositories: cfg
+                .server
+                .repositories
+                .iter()
+                .map(|r| WebhookRepository {
+                    name: r.name.clone(),
+                    urls: std::iter::once(r.url.clone())
+                        .chain(r.aliases.iter().cloned())
+                        .collect(),
+                    branch: r.branch.clone(),
+                })
+                .collect(),
+            step: "pipeline".into(),
+        });
+    }
+    Ok(config)
+}
+
+/// `/metrics` gauges of the health watcher: relaunches, environments by state.
+fn health_gauges(store: &dyn EnvironmentStore) -> Vec<Gauge> {
+    let envs = store.environments().unwrap_or_default();
+    let mut gauges = vec![Gauge {
+        name: "mlci_health_relaunches_total".into(),
+        help: "Relaunches of registered environments by the health watcher".into(),
+        labels: vec![],
+        value: envs.iter().map(|e| f64::from(e.total_restarts)).sum(),
+    }];
+    for state in ["running", "waiting", "completed", "crash_loop"] {
+        gauges.push(Gauge {
+            name: "mlci_environments".into(),
+            help: "Registered environments by state".into(),
+            labels: vec![("state".into(), state.into())],
+            value: envs.iter().filter(|e| e.state.as_str() == state).count() as f64,
+        });
+    }
+    gauges
+}

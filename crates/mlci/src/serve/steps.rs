@@ -1,0 +1,449 @@
+//! `mlci serve`'s steps: the [`Step`] set (one params struct per step, parsed once at the
+//! service's edge), what they share (the repository a step names, its dataset, its
+//! workspace) and the dispatch. Each step's own work lives in its own module beside this.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use mlci_scm::{RepoSpec, Scm};
+use mlci_server::{NoopParams, ParamError, RunContext, StepFailure, StepOutput, Steps};
+use mlci_store::SqliteStore;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::health_check::HealthCheckParams;
+use super::notify::NotifyParams;
+use super::provision::ProvisionParams;
+use super::scm_sync::ScmSyncParams;
+use super::train::TrainParams;
+use super::tune::TuneParams;
+use crate::config::{Config, RepositorySection};
+
+mlci_server::step_set! {
+    /// The steps `mlci serve` runs (also its Jenkins job names), one params struct each.
+    #[derive(Debug, Clone)]
+    pub(crate) enum Step {
+        ScmSync(ScmSyncParams) = "scm-sync",
+        Provision(ProvisionParams) = "provision",
+        Train(TrainParams) = "train",
+        Tune(TuneParams) = "tune",
+        Notify(NotifyParams) = "notify",
+        HealthCheck(HealthCheckParams) = "health-check",
+        Pipeline(ScmSyncParams) = "pipeline",
+        Noop(NoopParams) = "noop",
+    }
+}
+
+/// A commit sha as a step parameter: 4 to 40 hex digits (a prefix is resolved by git).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub(crate) struct Commit(String);
+
+impl TryFrom<String> for Commit {
+    type Error = String;
+    fn try_from(c: String) -> Result<Self, String> {
+        if (4..=40).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            Ok(Commit(c))
+        } else {
+            Err(format!("{c:?} is not a commit sha (4 to 40 hex digits)"))
+        }
+    }
+}
+
+impl From<Commit> for String {
+    fn from(c: Commit) -> String {
+        c.0
+    }
+}
+
+impl Commit {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A path inside a repository's workspace: relative, without `..`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub(crate) struct RelPath(String);
+
+impl TryFrom<String> for RelPath {
+    type Error = String;
+    fn try_from(rel: String) -> Result<Self, String> {
+        let ok = !rel.is_empty()
+            && !rel.contains('\0')
+            && Path::new(&rel)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if ok {
+            Ok(RelPath(rel))
+        } else {
+            Err(format!("{rel:?} must be a relative path inside the repository"))
+        }
+    }
+}
+
+impl From<RelPath> for String {
+    fn from(p: RelPath) -> String {
+        p.0
+    }
+}
+
+impl RelPath {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// This path inside `root`.
+    pub(crate) fn under(&self, root: &Path) -> PathBuf {
+        root.join(&self.0)
+    }
+}
+
+/// A validation accuracy goal: a number between 0 and 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "f64", into = "f64")]
+#[schemars(with = "f64")]
+pub(crate) struct Goal(f64);
+
+impl TryFrom<f64> for Goal {
+    type Error = &'static str;
+    fn try_from(g: f64) -> Result<Self, &'static str> {
+        if (0.0..=1.0).contains(&g) {
+            Ok(Goal(g))
+        } else {
+            Err("must be a number between 0 and 1")
+        }
+    }
+}
+
+impl From<Goal> for f64 {
+    fn from(g: Goal) -> f64 {
+        g.0
+    }
+}
+
+/// What a step names to work on: a repository (and, for `scm-sync`, where it is).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RepoRef<'a> {
+    pub(crate) repository: &'a str,
+    pub(crate) url: Option<&'a str>,
+    pub(crate) branch: Option<&'a str>,
+}
+
+pub(crate) fn fail(e: impl std::fmt::Display) -> StepFailure {
+    StepFailure(e.to_string())
+}
+
+/// The steps, with what they share: the configuration, this binary (training steps run
+/// it as a child), the repositories and the store.
+pub(crate) struct MlciSteps {
+    pub(crate) cfg: Config,
+    pub(crate) exe: PathBuf,
+    pub(crate) scm: Arc<Scm>,
+    /// Known repositories: configured ones and those `scm-sync` registered
+    /// (kept in `<data-dir>/scm/repositories.json`; credentials by reference only).
+    pub(crate) repos: Mutex<BTreeMap<String, RepoSpec>>,
+    pub(crate) store: Arc<SqliteStore>,
+}
+
+impl MlciSteps {
+    fn repos_file(&self) -> PathBuf {
+        self.scm.root().join("repositories.json")
+    }
+
+    /// The repositories known at start: those `scm-sync` saved, then the configured ones
+    /// (which win).
+    pub(crate) fn load_repos(cfg: &Config, scm_root: &Path) -> anyhow::Result<BTreeMap<String, RepoSpec>> {
+        let mut repos = BTreeMap::new();
+        let file = scm_root.join("repositories.json");
+        if file.exists() {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let list: Vec<RepoSpec> = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{} is not valid: {e}", file.display()))?;
+            repos.extend(list.into_iter().map(|r| (r.name.clone(), r)));
+        }
+        for r in &cfg.server.repositories {
+            let spec = RepoSpec::new(r.name.clone(), r.url.clone(), r.branch.clone());
+            spec.validate()
+                .map_err(|e| crate::bad(format!("[[server.repositories]] {}: {e}", r.name)))?;
+            repos.insert(r.name.clone(), spec);
+        }
+        Ok(repos)
+    }
+
+    pub(crate) fn configured(&self, name: &str) -> Option<&RepositorySection> {
+        self.cfg.server.repositories.iter().find(|r| r.name == name)
+    }
+
+    /// The repository a step names (a new URL registers it, in `scm-sync`).
+    pub(crate) fn repo(&self, r: RepoRef<'_>) -> Result<RepoSpec, ParamError> {
+        let name = r.repository;
+        let known = self
+            .repos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        match (known, r.url) {
+            (Some(spec), None) => Ok(spec),
+            (known, Some(url)) => {
+                let branch = r
+                    .branch
+                    .map(str::to_owned)
+                    .or_else(|| known.map(|k| k.branch))
+                    .unwrap_or_else(|| "main".into());
+                let spec = RepoSpec::new(name, url, branch);
+                spec.validate().map_err(|e| match e {
+                    mlci_scm::ScmError::InvalidSpec { field, reason } => ParamError::new(
+                        match field {
+                            "name" => "repository".to_owned(),
+                            other => other.to_owned(),
+                        },
+                        reason,
+                    ),
+                    other => ParamError::new("url", other.to_string()),
+                })?;
+                Ok(spec)
+            }
+            (None, None) => Err(ParamError::new(
+                "repository",
+                format!(
+                    "{name} is not known here: give its url (scm-sync) or configure [[server.repositories]]"
+                ),
+            )),
+        }
+    }
+
+    /// Keep `spec` for later runs (in memory and in `repositories.json`).
+    pub(crate) fn remember(&self, spec: &RepoSpec) {
+        let mut repos = self.repos.lock().unwrap_or_else(|p| p.into_inner());
+        if repos.get(&spec.name) == Some(spec) {
+            return;
+        }
+        repos.insert(spec.name.clone(), spec.clone());
+        let list: Vec<&RepoSpec> = repos.values().collect();
+        let file = self.repos_file();
+        let saved = serde_json::to_vec_pretty(&list)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                std::fs::create_dir_all(self.scm.root())?;
+                let tmp = file.with_extension("json.tmp");
+                std::fs::write(&tmp, bytes)?;
+                std::fs::rename(&tmp, &file)
+            });
+        if let Err(e) = saved {
+            tracing::warn!(path = %file.display(), error = %e, "could not save the repository list");
+        }
+    }
+
+    /// The dataset of a step: its `data`, else the repository's configured one.
+    pub(crate) fn data(&self, data: Option<&Path>, repo: &str) -> Result<PathBuf, ParamError> {
+        let data = data
+            .map(Path::to_path_buf)
+            .or_else(|| self.configured(repo).and_then(|r| r.data.clone()))
+            .ok_or_else(|| ParamError::new("data", "is required (the dataset folder on the mlci host)"))?;
+        if !data.is_dir() {
+            return Err(ParamError::new(
+                "data",
+                format!("{} is not a folder", data.display()),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// The workspace of `repo` at `commit` (default: the branch head, fetched now).
+    pub(crate) fn workspace(
+        &self,
+        repo: RepoRef<'_>,
+        commit: Option<&Commit>,
+        ctx: &RunContext,
+    ) -> Result<(RepoSpec, mlci_scm::Workspace), StepFailure> {
+        let spec = self.repo(repo).map_err(fail)?;
+        let commit = match commit {
+            Some(c) => c.as_str().to_owned(),
+            None => {
+                ctx.log(format!("fetching {} ({})", spec.display_url(), spec.branch));
+                self.scm.fetch(&spec).map_err(fail)?.head
+            }
+        };
+        let ws = self.scm.checkout(&spec, &commit).map_err(fail)?;
+        ctx.log(format!(
+            "workspace {} at {} ({})",
+            ws.path.display(),
+            &ws.commit.sha[..12.min(ws.commit.sha.len())],
+            ws.commit.summary
+        ));
+        Ok((spec, ws))
+    }
+}
+
+impl Steps for MlciSteps {
+    type Step = Step;
+
+    fn check(&self, step: &Step) -> Result<(), ParamError> {
+        match step {
+            Step::ScmSync(p) => self.repo(p.repo_ref()).map(drop),
+            Step::Pipeline(p) => {
+                let spec = self.repo(p.repo_ref())?;
+                self.data(p.data.as_deref(), &spec.name).map(drop)
+            }
+            Step::Provision(p) => self.repo(p.repo_ref()).map(drop),
+            Step::Train(p) => {
+                let spec = self.repo(p.repo_ref())?;
+                self.data(p.data.as_deref(), &spec.name).map(drop)
+            }
+            Step::Tune(p) => {
+                let spec = self.repo(p.repo_ref())?;
+                self.data(p.data.as_deref(), &spec.name).map(drop)
+            }
+            Step::Notify(_) | Step::HealthCheck(_) | Step::Noop(_) => Ok(()),
+        }
+    }
+
+    fn run(&self, step: &Step, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+        match step {
+            Step::ScmSync(p) => self.scm_sync(p, ctx).map(|(out, _)| out),
+            Step::Provision(p) => self.provision(p, ctx),
+            Step::Train(p) => self.train(p, ctx),
+            Step::Tune(p) => self.tune(p, ctx),
+            Step::Notify(p) => self.notify(p, ctx),
+            Step::HealthCheck(_) => self.health_check(ctx),
+            Step::Pipeline(p) => self.pipeline(p, ctx),
+            Step::Noop(p) => mlci_server::run_noop(p, ctx),
+        }
+    }
+
+    fn resumable(&self, step: &Step) -> bool {
+        matches!(step, Step::Tune(_) | Step::Pipeline(_))
+    }
+}
+
+/// The "Steps and their parameters" table of `docs/step-api.md`, generated from the
+/// params and result structs (a test keeps the document equal to it).
+#[cfg(test)]
+pub(crate) fn docs_table() -> String {
+    use mlci_server::StepSet;
+
+    fn fields<T: JsonSchema>() -> String {
+        let schema = mlci_server::params_schema::<T>();
+        let names: Vec<String> = schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object)
+            .map(|p| p.keys().map(|k| format!("`{k}`")).collect())
+            .unwrap_or_default();
+        if names.is_empty() {
+            "`{}`".to_owned()
+        } else {
+            names.join(", ")
+        }
+    }
+    let result = |step: &str| match step {
+        "scm-sync" => fields::<super::scm_sync::ScmSyncResult>(),
+        "provision" => fields::<super::provision::ProvisionResult>(),
+        "train" => fields::<super::train::TrainResult>(),
+        "tune" => fields::<super::tune::TuneResult>(),
+        "notify" => fields::<super::notify::NotifyResult>(),
+        "health-check" => fields::<super::health_check::HealthCheckResult>(),
+        "pipeline" => fields::<super::pipeline::PipelineResult>(),
+        _ => "`{}`".to_owned(),
+    };
+    let mut out = String::from("| step | parameters | result |\n|---|---|---|\n");
+    for step in Step::names() {
+        let params: Vec<String> = Step::definitions(step)
+            .iter()
+            .map(|d| {
+                let mut text = format!("`{}` ({}", d.name, d.description);
+                if d.required {
+                    text.push_str("; required");
+                }
+                if let Some(default) = &d.default {
+                    text.push_str(&format!("; default `{default}`"));
+                }
+                text.push(')');
+                text
+            })
+            .collect();
+        let params = if params.is_empty() {
+            "none".to_owned()
+        } else {
+            params.join(", ")
+        };
+        out.push_str(&format!("| `{step}` | {params} | {} |\n", result(step)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use mlci_server::{RawParams, StepSet};
+
+    use super::*;
+
+    fn raw(v: serde_json::Value) -> RawParams {
+        v.as_object().cloned().expect("an object")
+    }
+
+    #[test]
+    fn parameters_are_parsed_once_with_the_field_named() {
+        let step = Step::parse(
+            "train",
+            &raw(serde_json::json!({"repository": "m", "commit": "", "goal": 0.7, "spec": "a/spec.json"})),
+        )
+        .unwrap();
+        let Step::Train(p) = step else { panic!("a train step") };
+        assert_eq!(p.goal.map(f64::from), Some(0.7));
+        assert!(p.commit.is_none(), "an empty commit is absent");
+        for (params, field, message) in [
+            (serde_json::json!({"repository": "m", "goal": 2}), "goal", "between 0 and 1"),
+            (serde_json::json!({"repository": "m", "commit": "zz"}), "commit", "is not a commit sha"),
+            (serde_json::json!({"repository": "m", "spec": "../x"}), "spec", "relative path inside"),
+            (serde_json::json!({"repository": "m", "bogus": 1}), "bogus", "is not a parameter"),
+            (serde_json::json!({"commit": "abcd"}), "repository", "is required"),
+        ] {
+            let e = Step::parse("train", &raw(params)).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+        let e = Step::parse("tune", &raw(serde_json::json!({"repository": "m", "experiment": "a\u{0}b"})))
+            .unwrap_err();
+        assert_eq!(e.field, "experiment");
+    }
+
+    #[test]
+    fn jenkins_parameter_definitions_come_from_the_structs() {
+        let defs = Step::definitions("train");
+        let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["repository", "commit", "data", "spec", "goal"]);
+        let goal = defs.iter().find(|d| d.name == "goal").unwrap();
+        assert_eq!(goal.kind, mlci_server::ParamKind::Number);
+        assert_eq!(goal.default.as_deref(), Some("0.8"));
+        assert_eq!(Step::definitions("noop")[0].kind, mlci_server::ParamKind::Integer);
+        assert!(Step::definitions("health-check").is_empty());
+    }
+
+    /// `docs/step-api.md`'s table is the generated one (`MLCI_UPDATE_DOCS=1` rewrites it).
+    #[test]
+    fn the_step_api_document_lists_the_steps_as_the_code_has_them() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/step-api.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let start = doc.find("| step | parameters | result |").expect("the table's header");
+        let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
+        let table = docs_table();
+        #[allow(clippy::disallowed_methods)]
+        let update = std::env::var_os("MLCI_UPDATE_DOCS").is_some();
+        if update {
+            std::fs::write(&path, format!("{}{table}{}", &doc[..start], &doc[end..])).unwrap();
+        } else {
+            assert_eq!(
+                &doc[start..end],
+                table,
+                "docs/step-api.md's step table is stale: run with MLCI_UPDATE_DOCS=1"
+            );
+        }
+    }
+}
