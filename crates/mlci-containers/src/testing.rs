@@ -11,6 +11,9 @@ use crate::{BuildContext, Engine};
 /// The Engine at `DOCKER_HOST` (else the default socket), or `None` after
 /// printing loudly why the calling test does not run.
 pub fn engine() -> Option<Arc<Engine>> {
+    // Test support (feature `testing`), not the library: the tests' Engine is the
+    // environment's, as for the binary.
+    #[allow(clippy::disallowed_methods)]
     let host = std::env::var("DOCKER_HOST").ok();
     match Engine::connect(host.as_deref()) {
         Ok(e) => Some(Arc::new(e)),

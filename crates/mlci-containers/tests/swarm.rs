@@ -4,6 +4,7 @@
 //! panic; a swarm that was already there is left alone. Skipped loudly only
 //! when no Engine answers or the static mlci for the trainer image is missing.
 //! Everything runs in one test function, so nothing races on the swarm.
+#![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 #![allow(clippy::print_stderr)]
 
 use std::path::Path;

@@ -4,6 +4,7 @@
 //!
 //! Set `MLCI_REPORT_SAMPLE=DIR` to also write the sample report to `DIR`
 //! (to look at it in a browser).
+#![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! `SqliteStore` against real SQLite files: round trips, upsert semantics,
 //! ordering, migrations, bad data, threads, and a real `kill -9` mid-write.
+#![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

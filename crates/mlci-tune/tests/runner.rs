@@ -1,5 +1,6 @@
 //! The experiment loop with real trials (small shell scripts run by the
 //! subprocess executor) and the real SQLite store.
+#![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 
 use std::path::PathBuf;
 

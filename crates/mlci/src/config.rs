@@ -3,6 +3,7 @@
 //! variable names mlci reads are in [`env`]; libraries never read the
 //! environment. Secrets are references (an environment variable name or a
 //! file path), never values, so the config can be printed and logged.
+#![allow(clippy::disallowed_methods)] // the one module that reads the environment
 
 use std::path::{Path, PathBuf};
 
@@ -209,6 +210,48 @@ impl std::error::Error for ConfigError {}
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The Docker Engine's address (`DOCKER_HOST`), when set.
+pub fn docker_host() -> Option<String> {
+    var(env::DOCKER_HOST)
+}
+
+/// The static mlci to put in the trainer image (`MLCI_TRAINER_BINARY`), when set.
+pub fn trainer_binary() -> Option<PathBuf> {
+    std::env::var_os(env::TRAINER_BINARY).map(PathBuf::from)
+}
+
+/// The commit Jenkins builds (`GIT_COMMIT`), when set.
+pub fn git_commit() -> Option<String> {
+    var(env::GIT_COMMIT)
+}
+
+/// Set the thread variables read by candle and rayon (before any thread starts).
+/// candle re-reads `RAYON_NUM_THREADS` on every matmul when it is unset (parsing
+/// /proc/cpuinfo each time), so it is always set; its worker pool spins 25,000 times after
+/// each op unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise, which on few cores
+/// steals our kernels' cycles (measured: 15% of an epoch on 2 cores).
+pub fn set_thread_vars(threads: usize) {
+    const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    if std::env::var_os(CANDLE_SPIN).is_none() {
+        std::env::set_var(CANDLE_SPIN, "500");
+    }
+}
+
+/// A secret of the service: the file's content when `file` is given, else the variable's.
+pub fn server_secret(env_name: &str, file: Option<&Path>) -> Result<Option<mlci_server::Secret>, ConfigError> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(ConfigError(format!("{} is empty", path.display())));
+        }
+        return Ok(Some(mlci_server::Secret::new(value)));
+    }
+    Ok(var(env_name).map(|v| mlci_server::Secret::new(v.trim())))
 }
 
 impl Config {

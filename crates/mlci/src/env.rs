@@ -18,11 +18,9 @@ use crate::config::{env, Config};
 use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
-/// Exit code of `mlci health check` when something could not be healed.
-
 /// The Engine at `DOCKER_HOST`, else the default socket.
 pub fn engine() -> anyhow::Result<Arc<Engine>> {
-    let host = std::env::var(env::DOCKER_HOST).ok();
+    let host = crate::config::docker_host();
     Ok(Arc::new(Engine::connect(host.as_deref())?))
 }
 
@@ -30,8 +28,8 @@ pub fn engine() -> anyhow::Result<Arc<Engine>> {
 /// a rebuilt mlci gets a new image), built from a static mlci when missing:
 /// `MLCI_TRAINER_BINARY`, else this binary if it is static.
 pub fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
-    let binary = match std::env::var_os(env::TRAINER_BINARY) {
-        Some(path) => PathBuf::from(path),
+    let binary = match crate::config::trainer_binary() {
+        Some(path) => path,
         None => std::env::current_exe().context("cannot find the mlci binary")?,
     };
     let hash = binary_hash(&binary)?;

@@ -28,8 +28,6 @@ use progress::{emit, Progress};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// candle's spin limit for its worker pool (read by candle itself).
-const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 
 
 fn main() -> ExitCode {
@@ -104,13 +102,7 @@ fn init_logging() {
 /// (parsing /proc/cpuinfo each time), so it is always set here.
 fn init_threads(n: usize) -> anyhow::Result<()> {
     // Done before any thread is spawned.
-    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    // candle's elementwise ops run on its own worker pool, whose threads spin
-    // 25,000 times after each op; on few cores they steal the cycles of our
-    // rayon kernels in between (measured: 15% of an epoch on 2 cores).
-    if std::env::var_os(CANDLE_SPIN).is_none() {
-        std::env::set_var(CANDLE_SPIN, "500");
-    }
+    config::set_thread_vars(n);
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()

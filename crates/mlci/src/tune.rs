@@ -15,7 +15,7 @@ use mlci_train::{DataSource, InProcessExecutor};
 use mlci_tune::{Progress, SubprocessExecutor, TuneOptions, Tuner};
 
 use crate::cli::{ExperimentsCommand, TuneArgs};
-use crate::config::{env, Config};
+use crate::config::Config;
 use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
@@ -211,7 +211,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     provenance.git_commit = args
         .git_commit
         .clone()
-        .or_else(|| std::env::var(env::GIT_COMMIT).ok());
+        .or_else(crate::config::git_commit);
     if let Some((dir, val_split)) = &dataset {
         let source = DataSource {
             dir: dir.clone(),

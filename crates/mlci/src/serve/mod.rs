@@ -15,7 +15,6 @@ mod steps;
 mod train;
 mod tune;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,22 +31,6 @@ use crate::exit::Exit;
 use poll::PollLoop;
 use steps::MlciSteps;
 
-fn secret(env_name: &str, file: Option<&Path>) -> anyhow::Result<Option<Secret>> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| crate::bad(format!("cannot read {}: {e}", path.display())))?;
-        let value = text.trim();
-        if value.is_empty() {
-            return Err(crate::bad(format!("{} is empty", path.display())));
-        }
-        return Ok(Some(Secret::new(value)));
-    }
-    Ok(std::env::var(env_name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| Secret::new(v.trim())))
-}
-
 pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = Arc::new(SqliteStore::open(&cfg.db)?);
     let scm = Arc::new(Scm::new(cfg.layout().scm_dir()));
@@ -58,7 +41,7 @@ pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
         .iter()
         .filter_map(|r| repos.get(&r.name).cloned())
         .collect();
-    let token = secret(env::TOKEN, cfg.server.token_file.as_deref())?;
+    let token = crate::config::server_secret(env::TOKEN, cfg.server.token_file.as_deref())?;
     let config = server_config(&args, cfg, token.clone())?;
     let steps = Arc::new(MlciSteps {
         cfg: cfg.clone(),
@@ -139,7 +122,7 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
             env::TOKEN
         ),
     }
-    if let Some(secret) = secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())? {
+    if let Some(secret) = crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())? {
         config.webhook = Some(WebhookConfig {
             secret,
             repositories: cfg
