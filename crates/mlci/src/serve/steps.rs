@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health_check::HealthCheckParams;
 use super::notify::NotifyParams;
+use super::pipeline::PipelineParams;
 use super::provision::ProvisionParams;
 use super::scm_sync::ScmSyncParams;
 use super::train::TrainParams;
@@ -30,7 +31,7 @@ mlci_server::step_set! {
         Tune(TuneParams) = "tune",
         Notify(NotifyParams) = "notify",
         HealthCheck(HealthCheckParams) = "health-check",
-        Pipeline(ScmSyncParams) = "pipeline",
+        Pipeline(PipelineParams) = "pipeline",
         Noop(NoopParams) = "noop",
     }
 }
