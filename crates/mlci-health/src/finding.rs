@@ -65,4 +65,3 @@ pub(crate) fn now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
-

@@ -39,4 +39,3 @@ impl Policy {
         self.backoff_initial.mul_f64(factor).min(self.backoff_max)
     }
 }
-

@@ -64,10 +64,10 @@ pub use error::ServerError;
 pub use jenkins::JENKINS_VERSION;
 pub use metrics::Gauge;
 pub use ops::{openapi_document, openapi_document_for, ROUTES};
-pub use state::{GaugeSource, ReadinessCheck};
 pub use params::{field_names, param_definitions, params_schema, parse_params, RawParams};
 /// For [`step_set!`]: the JSON value type its schemas are.
 pub use serde_json::Value as JsonValue;
+pub use state::{GaugeSource, ReadinessCheck};
 pub use steps::{
     run_noop, NoopParams, NoopStep, NoopSteps, ParamDef, ParamError, ParamKind, RunContext, StepFailure,
     StepOutput, StepSet, Steps,

@@ -69,7 +69,10 @@ pub fn param_definitions<T: JsonSchema + DeserializeOwned>() -> Vec<ParamDef> {
     field_names::<T>()
         .into_iter()
         .map(|name| {
-            let property = properties.and_then(|p| p.get(name)).cloned().unwrap_or(Value::Null);
+            let property = properties
+                .and_then(|p| p.get(name))
+                .cloned()
+                .unwrap_or(Value::Null);
             ParamDef {
                 name: name.to_owned(),
                 kind: kind_of(&types_of(&schema, &property, 0)),
@@ -275,8 +278,10 @@ mod tests {
 
     #[test]
     fn a_valid_object_parses_and_empty_strings_are_absent() {
-        let p: Example =
-            parse_params(&raw(serde_json::json!({"repository": "m", "count": 3, "goal": ""}))).unwrap();
+        let p: Example = parse_params(&raw(
+            serde_json::json!({"repository": "m", "count": 3, "goal": ""}),
+        ))
+        .unwrap();
         assert_eq!(
             p,
             Example {
@@ -291,11 +296,15 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = parse_params::<Example>(&raw(serde_json::json!({"repository": " "}))).unwrap_err();
-        assert_eq!((e.field.as_str(), e.message.as_str()), ("repository", "is required"));
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("repository", "is required")
+        );
         let e = parse_params::<Example>(&raw(serde_json::json!({"repository": "m", "nope": 1}))).unwrap_err();
         assert_eq!(e.field, "nope");
         assert!(e.message.contains("repository, goal, count, flag"), "{e}");
-        let e = parse_params::<Example>(&raw(serde_json::json!({"repository": "m", "count": "x"}))).unwrap_err();
+        let e =
+            parse_params::<Example>(&raw(serde_json::json!({"repository": "m", "count": "x"}))).unwrap_err();
         assert_eq!(e.field, "count");
     }
 

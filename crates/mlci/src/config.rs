@@ -241,7 +241,10 @@ pub fn set_thread_vars(threads: usize) {
 }
 
 /// A secret of the service: the file's content when `file` is given, else the variable's.
-pub fn server_secret(env_name: &str, file: Option<&Path>) -> Result<Option<mlci_server::Secret>, ConfigError> {
+pub fn server_secret(
+    env_name: &str,
+    file: Option<&Path>,
+) -> Result<Option<mlci_server::Secret>, ConfigError> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;

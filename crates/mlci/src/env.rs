@@ -372,7 +372,11 @@ pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<Exit> {
                     unhealed
                 ));
             }
-            Ok(if unhealed > 0 { Exit::Unhealed } else { Exit::Success })
+            Ok(if unhealed > 0 {
+                Exit::Unhealed
+            } else {
+                Exit::Success
+            })
         }
         HealthCommand::Watch => {
             let stop = Arc::new(AtomicBool::new(false));

@@ -73,7 +73,13 @@ mod tests {
 
     #[test]
     fn codes_round_trip_through_a_child_status() {
-        for exit in [Exit::Success, Exit::Failure, Exit::BadInput, Exit::GoalNotMet, Exit::Interrupted] {
+        for exit in [
+            Exit::Success,
+            Exit::Failure,
+            Exit::BadInput,
+            Exit::GoalNotMet,
+            Exit::Interrupted,
+        ] {
             let status = ExitStatus::from_raw(i32::from(exit.code()) << 8);
             assert_eq!(Exit::of_child(status), exit);
         }

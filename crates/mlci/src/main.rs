@@ -28,8 +28,6 @@ use progress::{emit, Progress};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-
-
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();

@@ -19,7 +19,6 @@ use crate::config::Config;
 use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
-
 fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
     Ok(SqliteStore::open(&cfg.db)?)
 }
@@ -208,10 +207,7 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
         mlci_version: env!("CARGO_PKG_VERSION").into(),
         ..Provenance::default()
     };
-    provenance.git_commit = args
-        .git_commit
-        .clone()
-        .or_else(crate::config::git_commit);
+    provenance.git_commit = args.git_commit.clone().or_else(crate::config::git_commit);
     if let Some((dir, val_split)) = &dataset {
         let source = DataSource {
             dir: dir.clone(),
@@ -280,7 +276,10 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     }
     let trials = store.trials(&exp.id)?;
     let events = store.events(&exp.id)?;
-    let report_dir = args.report_dir.clone().unwrap_or_else(|| cfg.layout().report_dir(&exp.id));
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| cfg.layout().report_dir(&exp.id));
     let files = mlci_report::write_reports(&report_dir, &exp, &trials, &events)
         .with_context(|| format!("cannot write the report to {}", report_dir.display()))?;
     tracing::info!(report = %files.html.display(), junit = %files.junit.display(), "report written");

@@ -21,7 +21,6 @@ fn the_openapi_document_has_each_steps_parameters_from_its_struct() {
     );
 }
 
-
 #[test]
 fn the_openapi_document_covers_every_route_in_the_source() {
     let doc = mlci_server::openapi_document_for::<crate::TestStep>();

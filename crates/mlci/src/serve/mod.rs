@@ -122,7 +122,9 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
             env::TOKEN
         ),
     }
-    if let Some(secret) = crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())? {
+    if let Some(secret) =
+        crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())?
+    {
         config.webhook = Some(WebhookConfig {
             secret,
             repositories: cfg

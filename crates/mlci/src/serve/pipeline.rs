@@ -48,7 +48,11 @@ pub(crate) struct PipelineResult {
 }
 
 impl MlciSteps {
-    pub(crate) fn pipeline(&self, params: &PipelineParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
+    pub(crate) fn pipeline(
+        &self,
+        params: &PipelineParams,
+        ctx: &RunContext,
+    ) -> Result<StepOutput, StepFailure> {
         let sync = ScmSyncParams {
             repository: params.repository.clone(),
             url: params.url.clone(),

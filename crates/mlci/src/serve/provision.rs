@@ -23,16 +23,6 @@ pub(crate) struct ProvisionParams {
     pub(crate) data: Option<PathBuf>,
 }
 
-impl ProvisionParams {
-    pub(crate) fn repo_ref(&self) -> RepoRef<'_> {
-        RepoRef {
-            repository: &self.repository,
-            url: None,
-            branch: None,
-        }
-    }
-}
-
 /// What `provision` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct ProvisionResult {
@@ -46,8 +36,12 @@ pub(crate) struct ProvisionResult {
 }
 
 impl MlciSteps {
-    pub(crate) fn provision(&self, params: &ProvisionParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
-        let (_, ws) = self.workspace(params.repo_ref(), params.commit.as_ref(), ctx)?;
+    pub(crate) fn provision(
+        &self,
+        params: &ProvisionParams,
+        ctx: &RunContext,
+    ) -> Result<StepOutput, StepFailure> {
+        let (_, ws) = self.workspace(RepoRef::named(&params.repository), params.commit.as_ref(), ctx)?;
         let detection = kind::detect(&ws.path).map_err(fail)?;
         let table = ImageTable::default();
         let runner = table.runner(detection.kind).ok_or_else(|| {

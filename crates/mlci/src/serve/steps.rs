@@ -135,6 +135,17 @@ pub(crate) struct RepoRef<'a> {
     pub(crate) branch: Option<&'a str>,
 }
 
+impl<'a> RepoRef<'a> {
+    /// A repository by name only (it must be known).
+    pub(crate) fn named(repository: &'a str) -> Self {
+        RepoRef {
+            repository,
+            url: None,
+            branch: None,
+        }
+    }
+}
+
 pub(crate) fn fail(e: impl std::fmt::Display) -> StepFailure {
     StepFailure(e.to_string())
 }
@@ -287,21 +298,16 @@ impl Steps for MlciSteps {
     type Step = Step;
 
     fn check(&self, step: &Step) -> Result<(), ParamError> {
+        let with_data = |repo: RepoRef<'_>, data: Option<&Path>| {
+            let spec = self.repo(repo)?;
+            self.data(data, &spec.name).map(drop)
+        };
         match step {
             Step::ScmSync(p) => self.repo(p.repo_ref()).map(drop),
-            Step::Pipeline(p) => {
-                let spec = self.repo(p.repo_ref())?;
-                self.data(p.data.as_deref(), &spec.name).map(drop)
-            }
-            Step::Provision(p) => self.repo(p.repo_ref()).map(drop),
-            Step::Train(p) => {
-                let spec = self.repo(p.repo_ref())?;
-                self.data(p.data.as_deref(), &spec.name).map(drop)
-            }
-            Step::Tune(p) => {
-                let spec = self.repo(p.repo_ref())?;
-                self.data(p.data.as_deref(), &spec.name).map(drop)
-            }
+            Step::Provision(p) => self.repo(RepoRef::named(&p.repository)).map(drop),
+            Step::Pipeline(p) => with_data(p.repo_ref(), p.data.as_deref()),
+            Step::Train(p) => with_data(RepoRef::named(&p.repository), p.data.as_deref()),
+            Step::Tune(p) => with_data(RepoRef::named(&p.repository), p.data.as_deref()),
             Step::Notify(_) | Step::HealthCheck(_) | Step::Noop(_) => Ok(()),
         }
     }
@@ -396,22 +402,43 @@ mod tests {
             &raw(serde_json::json!({"repository": "m", "commit": "", "goal": 0.7, "spec": "a/spec.json"})),
         )
         .unwrap();
-        let Step::Train(p) = step else { panic!("a train step") };
+        let Step::Train(p) = step else {
+            panic!("a train step")
+        };
         assert_eq!(p.goal.map(f64::from), Some(0.7));
         assert!(p.commit.is_none(), "an empty commit is absent");
         for (params, field, message) in [
-            (serde_json::json!({"repository": "m", "goal": 2}), "goal", "between 0 and 1"),
-            (serde_json::json!({"repository": "m", "commit": "zz"}), "commit", "is not a commit sha"),
-            (serde_json::json!({"repository": "m", "spec": "../x"}), "spec", "relative path inside"),
-            (serde_json::json!({"repository": "m", "bogus": 1}), "bogus", "is not a parameter"),
+            (
+                serde_json::json!({"repository": "m", "goal": 2}),
+                "goal",
+                "between 0 and 1",
+            ),
+            (
+                serde_json::json!({"repository": "m", "commit": "zz"}),
+                "commit",
+                "is not a commit sha",
+            ),
+            (
+                serde_json::json!({"repository": "m", "spec": "../x"}),
+                "spec",
+                "relative path inside",
+            ),
+            (
+                serde_json::json!({"repository": "m", "bogus": 1}),
+                "bogus",
+                "is not a parameter",
+            ),
             (serde_json::json!({"commit": "abcd"}), "repository", "is required"),
         ] {
             let e = Step::parse("train", &raw(params)).unwrap_err();
             assert_eq!(e.field, field, "{e}");
             assert!(e.message.contains(message), "{e}");
         }
-        let e = Step::parse("tune", &raw(serde_json::json!({"repository": "m", "experiment": "a\u{0}b"})))
-            .unwrap_err();
+        let e = Step::parse(
+            "tune",
+            &raw(serde_json::json!({"repository": "m", "experiment": "a\u{0}b"})),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "experiment");
     }
 
@@ -432,7 +459,9 @@ mod tests {
     fn the_step_api_document_lists_the_steps_as_the_code_has_them() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/step-api.md");
         let doc = std::fs::read_to_string(&path).unwrap();
-        let start = doc.find("| step | parameters | result |").expect("the table's header");
+        let start = doc
+            .find("| step | parameters | result |")
+            .expect("the table's header");
         let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
         let table = docs_table();
         #[allow(clippy::disallowed_methods)]

@@ -33,16 +33,6 @@ pub(crate) struct TrainParams {
     pub(crate) goal: Option<Goal>,
 }
 
-impl TrainParams {
-    pub(crate) fn repo_ref(&self) -> RepoRef<'_> {
-        RepoRef {
-            repository: &self.repository,
-            url: None,
-            branch: None,
-        }
-    }
-}
-
 /// What `train` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct TrainResult {
@@ -61,7 +51,7 @@ impl MlciSteps {
         let data = self
             .data(params.data.as_deref(), &params.repository)
             .map_err(fail)?;
-        let (_, ws) = self.workspace(params.repo_ref(), params.commit.as_ref(), ctx)?;
+        let (_, ws) = self.workspace(RepoRef::named(&params.repository), params.commit.as_ref(), ctx)?;
         let spec = match &params.spec {
             Some(rel) => rel.under(&ws.path),
             None => ws.path.join(kind::detect(&ws.path).map_err(fail)?.file),

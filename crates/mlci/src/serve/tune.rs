@@ -28,16 +28,6 @@ pub(crate) struct TuneParams {
     pub(crate) experiment: Option<RelPath>,
 }
 
-impl TuneParams {
-    pub(crate) fn repo_ref(&self) -> RepoRef<'_> {
-        RepoRef {
-            repository: &self.repository,
-            url: None,
-            branch: None,
-        }
-    }
-}
-
 /// What `tune` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct TuneResult {
@@ -61,7 +51,7 @@ impl MlciSteps {
     pub(crate) fn tune(&self, params: &TuneParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
         let repo = &params.repository;
         let data = self.data(params.data.as_deref(), repo).map_err(fail)?;
-        let (_, ws) = self.workspace(params.repo_ref(), params.commit.as_ref(), ctx)?;
+        let (_, ws) = self.workspace(RepoRef::named(&params.repository), params.commit.as_ref(), ctx)?;
         let rel = match &params.experiment {
             Some(rel) => rel.clone(),
             None => RelPath::try_from(
