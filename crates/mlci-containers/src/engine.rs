@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
@@ -13,9 +12,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mlci_core::{Control, Failure, FailureKind};
+use mlci_core::{Control, Failure};
 
-use crate::{BuildContext, ContainerError, CONTAINER_USER};
+use crate::trial::{box_failure, BoxEnd, TrialBox};
+use crate::{BuildContext, ContainerError, ContainerSpec};
 
 /// Where the Engine is when `DOCKER_HOST` is not set.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -44,131 +44,6 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A bind mount from the host into the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mount {
-    pub source: PathBuf,
-    pub target: String,
-    pub read_only: bool,
-}
-
-impl Mount {
-    /// A read-write bind mount (the trial folder at `/work`).
-    pub fn rw(source: impl Into<PathBuf>, target: &str) -> Self {
-        Self {
-            source: source.into(),
-            target: target.to_owned(),
-            read_only: false,
-        }
-    }
-
-    /// A read-only bind mount (the dataset at `/data`: mounted, never copied).
-    pub fn ro(source: impl Into<PathBuf>, target: &str) -> Self {
-        Self {
-            read_only: true,
-            ..Self::rw(source, target)
-        }
-    }
-}
-
-/// The `mlci.*` labels every container mlci starts carries.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrialLabels {
-    pub experiment: String,
-    pub trial: String,
-    /// The model kind (`cnn/mlci`, `cnn/keras`, …).
-    pub kind: String,
-    /// Which mlci instance owns it (for adoption and cleanup after a crash).
-    pub owner: String,
-    /// The registered environment it runs (`mlci.environment`; omitted when empty).
-    pub environment: String,
-}
-
-impl TrialLabels {
-    pub(crate) fn to_map(&self) -> HashMap<String, String> {
-        [
-            ("mlci.experiment", &self.experiment),
-            ("mlci.trial", &self.trial),
-            ("mlci.kind", &self.kind),
-            ("mlci.owner", &self.owner),
-            ("mlci.environment", &self.environment),
-        ]
-        .into_iter()
-        .filter(|(k, v)| *k != "mlci.environment" || !v.is_empty())
-        .map(|(k, v)| (k.to_owned(), v.clone()))
-        .collect()
-    }
-}
-
-/// One container to run to its end.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    pub image: String,
-    /// argv; the image's entrypoint is replaced by `command[0]`.
-    pub command: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub labels: TrialLabels,
-    pub mounts: Vec<Mount>,
-    /// CPU limit in cores (`nano_cpus`).
-    pub cpus: Option<f64>,
-    /// Memory limit in bytes (swap limited to the same, so no swapping).
-    pub memory_bytes: Option<u64>,
-    /// `uid:gid`; never root.
-    pub user: String,
-    /// Bridge networking; `false` (the default) means network `none`.
-    pub network: bool,
-    /// Killed after this long (classified [`FailureKind::Timeout`]).
-    pub timeout: Option<Duration>,
-    /// Every output line (stdout and stderr) is appended here too.
-    pub log_file: Option<PathBuf>,
-    /// A Docker HEALTHCHECK (long-lived containers; see [`Engine::start_detached`]).
-    pub healthcheck: Option<mlci_core::HealthcheckSpec>,
-}
-
-impl ContainerSpec {
-    pub fn new(image: impl Into<String>, command: Vec<String>) -> Self {
-        Self {
-            image: image.into(),
-            command,
-            env: Vec::new(),
-            labels: TrialLabels::default(),
-            mounts: Vec::new(),
-            cpus: None,
-            memory_bytes: None,
-            user: CONTAINER_USER.to_owned(),
-            network: false,
-            timeout: None,
-            log_file: None,
-            healthcheck: None,
-        }
-    }
-
-    /// Refuse what must never reach the Engine: a mount source that does not
-    /// exist (Docker would create it, as root) and a root user.
-    pub(crate) fn check(&self) -> Result<(), ContainerError> {
-        for m in &self.mounts {
-            if !m.source.exists() {
-                return Err(ContainerError::MissingMount {
-                    path: m.source.clone(),
-                    target: m.target.clone(),
-                });
-            }
-        }
-        if self
-            .user
-            .split(':')
-            .next()
-            .is_some_and(|u| u == "0" || u == "root")
-        {
-            return Err(ContainerError::engine(
-                "creating a container",
-                format!("refusing to run {} as root (user {})", self.image, self.user),
-            ));
-        }
-        Ok(())
-    }
-}
-
 /// How a container ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
@@ -184,44 +59,31 @@ pub struct RunOutcome {
 impl RunOutcome {
     /// The failure class of this end, or `None` for success (or a requested stop).
     pub fn failure(&self) -> Option<Failure> {
-        if self.stopped {
-            return None;
-        }
-        let id = short(&self.container_id);
-        if self.timed_out {
-            return Some(timed_out(&format!("container {id}"), self.seconds, "killed"));
-        }
-        classify_exit(self.exit_code, self.oom_killed).map(|kind| {
-            let why = match kind {
-                FailureKind::OutOfMemory => "was killed for memory (OOMKilled)".to_owned(),
-                FailureKind::Killed => "was killed (SIGKILL, exit 137)".to_owned(),
-                FailureKind::BadSpec => "rejected its input (exit 2)".to_owned(),
-                _ => format!("exited with code {}", self.exit_code),
-            };
-            Failure::new(kind, format!("container {id} {why}"))
-        })
+        box_failure(self)
     }
 }
 
-/// The failure of a trial (`what`: `container 0123abcd`) that ran past its timeout
-/// after `seconds` and was then `ended` (killed, removed).
-pub(crate) fn timed_out(what: &str, seconds: f64, ended: &str) -> Failure {
-    Failure::new(
-        FailureKind::Timeout,
-        format!("{what} ran past its timeout after {seconds:.0} s and was {ended}"),
-    )
-}
+impl TrialBox for RunOutcome {
+    fn name(&self) -> String {
+        format!("container {}", short(&self.container_id))
+    }
 
-/// Map a container's exit to the tuner's failure classes: OOMKilled →
-/// out of memory, 137 (SIGKILL from outside) → killed, 2 → bad spec (mlci's
-/// bad-input code), other non-zero → crashed, 0 → none.
-pub fn classify_exit(exit_code: i64, oom_killed: bool) -> Option<FailureKind> {
-    match (exit_code, oom_killed) {
-        (_, true) => Some(FailureKind::OutOfMemory),
-        (0, false) => None,
-        (137, false) => Some(FailureKind::Killed),
-        (2, false) => Some(FailureKind::BadSpec),
-        _ => Some(FailureKind::Crashed),
+    fn end(&self) -> BoxEnd {
+        if self.stopped {
+            BoxEnd::Stopped
+        } else if self.timed_out {
+            BoxEnd::TimedOut { ended: "killed" }
+        } else {
+            BoxEnd::Exited {
+                code: self.exit_code,
+                oom_killed: self.oom_killed,
+                oom_known: true,
+            }
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.seconds
     }
 }
 
@@ -691,17 +553,9 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), ContainerErr
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use mlci_core::FailureKind;
 
-    #[test]
-    fn exit_codes_map_to_failure_classes() {
-        assert_eq!(classify_exit(0, false), None);
-        assert_eq!(classify_exit(137, false), Some(FailureKind::Killed));
-        assert_eq!(classify_exit(137, true), Some(FailureKind::OutOfMemory));
-        assert_eq!(classify_exit(2, false), Some(FailureKind::BadSpec));
-        assert_eq!(classify_exit(1, false), Some(FailureKind::Crashed));
-        assert_eq!(classify_exit(139, false), Some(FailureKind::Crashed));
-    }
+    use super::*;
 
     #[test]
     fn lines_are_split_across_chunks() {

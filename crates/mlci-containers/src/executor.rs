@@ -2,22 +2,13 @@
 //! image, the trial folder mounted at `/work` and the dataset read-only at
 //! `/data`; epochs come back as the trainer's stdout JSON lines.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use mlci_core::{
-    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrainingOutcome, TrialOutput,
-    TrialRequest,
-};
+use mlci_core::{Control, EpochMetrics, Executor, Failure, StepMetrics, TrialOutput, TrialRequest};
 
 use crate::engine::short;
-use crate::kind::{Framework, ModelKind};
-use crate::{ContainerError, ContainerSpec, Engine, Mount, TrialLabels};
-
-/// The uid and gid containers run as when mlci itself runs as root.
-const NOBODY: u32 = 65534;
+use crate::trial::{model_trial_spec, run_model_trial, to_failure};
+use crate::{ContainerError, Engine};
 
 /// Runs model trials in containers of the trainer image.
 #[derive(Debug)]
@@ -58,64 +49,6 @@ impl ContainerExecutor {
     }
 }
 
-pub(crate) fn to_failure(e: ContainerError) -> Failure {
-    let kind = match &e {
-        ContainerError::MissingMount { .. } | ContainerError::Build { .. } => FailureKind::BadSpec,
-        // The Engine may come back (a restart): worth a retry.
-        ContainerError::Unreachable { .. } | ContainerError::Engine { .. } | ContainerError::Io { .. } => {
-            FailureKind::Crashed
-        }
-    };
-    Failure::new(kind, e.to_string())
-}
-
-pub(crate) fn crashed(what: &str, path: &Path, e: impl std::fmt::Display) -> Failure {
-    Failure::new(FailureKind::Crashed, format!("{what} {}: {e}", path.display()))
-}
-
-/// Hand `dir` (recursively) to `uid:gid`, so a non-root container can write it.
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::chown(dir, Some(uid), Some(gid))?;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            chown_tree(&entry.path(), uid, gid)?;
-        } else if !kind.is_symlink() {
-            std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid))?;
-        }
-    }
-    Ok(())
-}
-
-/// The non-root user for a trial folder: its owner, or nobody (given the
-/// folder) when the folder belongs to root.
-pub fn container_user(workdir: &Path) -> Result<(u32, u32), Failure> {
-    let meta = std::fs::metadata(workdir).map_err(|e| crashed("cannot stat", workdir, e))?;
-    if meta.uid() != 0 {
-        return Ok((meta.uid(), meta.gid()));
-    }
-    chown_tree(workdir, NOBODY, NOBODY).map_err(|e| crashed("cannot hand over", workdir, e))?;
-    Ok((NOBODY, NOBODY))
-}
-
-/// The dataset must be readable by the container's user (it is mounted, not copied).
-pub fn check_readable(data: &Path, uid: u32) -> Result<(), Failure> {
-    let meta = std::fs::metadata(data)
-        .map_err(|e| Failure::new(FailureKind::BadSpec, format!("dataset {}: {e}", data.display())))?;
-    if meta.uid() != uid && meta.mode() & 0o005 != 0o005 {
-        return Err(Failure::new(
-            FailureKind::BadSpec,
-            format!(
-                "dataset {} (mode {:o}) is not readable by the container user {uid}; make it world-readable",
-                data.display(),
-                meta.mode() & 0o777
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// An epoch line of the trainer's stdout (`{"event":"epoch",…}`), if this is one.
 pub fn parse_epoch(line: &str) -> Option<EpochMetrics> {
     let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
@@ -125,71 +58,8 @@ pub fn parse_epoch(line: &str) -> Option<EpochMetrics> {
     serde_json::from_value(v).ok()
 }
 
-/// A model trial ready to run: its container (command, mounts, labels,
-/// limits, user) with the spec written into the trial folder. Shared by the
-/// container and the swarm executors.
-pub(crate) fn model_trial_spec(
-    req: &TrialRequest,
-    executor: &str,
-    image: &str,
-    owner: &str,
-) -> Result<ContainerSpec, Failure> {
-    let (spec, data, val_split) = req.model_trial(executor)?;
-    std::fs::create_dir_all(&req.workdir).map_err(|e| crashed("cannot create", &req.workdir, e))?;
-    let spec_path = req.workdir.join("spec.json");
-    let json = serde_json::to_string_pretty(spec)
-        .map_err(|e| Failure::new(FailureKind::BadSpec, format!("cannot serialise the spec: {e}")))?;
-    std::fs::write(&spec_path, json).map_err(|e| crashed("cannot write", &spec_path, e))?;
-    let (uid, gid) = container_user(&req.workdir)?;
-    check_readable(&data, uid)?;
-
-    let threads = req.threads.max(1);
-    let mut command: Vec<String> = [
-        "/mlci",
-        "train",
-        "--data",
-        "/data",
-        "--out",
-        "/work",
-        "--spec",
-        "/work/spec.json",
-        "--threads",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    command.push(threads.to_string());
-    if let Some(split) = val_split {
-        command.extend(["--val-split".to_owned(), split.to_string()]);
-    }
-    if req.resume {
-        command.push("--resume".to_owned());
-    }
-    let mut cspec = ContainerSpec::new(image.to_owned(), command);
-    cspec.env = vec![
-        // mlci's config wants a data folder even for `train`; nothing is kept there.
-        ("MLCI_DATA_DIR".into(), "/tmp/mlci".into()),
-        ("MLCI_LOG".into(), "info".into()),
-    ];
-    cspec.labels = TrialLabels {
-        experiment: req.experiment.clone(),
-        trial: req.trial.to_string(),
-        kind: ModelKind::Cnn {
-            framework: Framework::Mlci,
-        }
-        .to_string(),
-        owner: owner.to_owned(),
-        ..TrialLabels::default()
-    };
-    cspec.mounts = vec![Mount::rw(&req.workdir, "/work"), Mount::ro(&data, "/data")];
-    cspec.cpus = Some(threads as f64);
-    cspec.user = format!("{uid}:{gid}");
-    cspec.timeout = req.timeout_seconds.map(Duration::from_secs_f64);
-    cspec.log_file = Some(req.workdir.join("trial.log"));
-    Ok(cspec)
-}
-
-/// Collects the trainer's epoch lines into steps and hands each to the tuner.
+/// Collects the trainer's epoch lines into steps and hands each to the tuner (for both
+/// executors, through [`run_model_trial`]).
 #[derive(Debug, Default)]
 pub(crate) struct StepCollector {
     pub(crate) steps: Vec<StepMetrics>,
@@ -214,54 +84,6 @@ impl StepCollector {
     }
 }
 
-/// The output of a model trial whose trainer ended: `metrics.json` from the
-/// trial folder, or the steps seen so far when it was stopped.
-pub(crate) fn model_trial_output(
-    req: &TrialRequest,
-    steps: Vec<StepMetrics>,
-    stopped: bool,
-    seconds: f64,
-    image_digest: &str,
-) -> Result<TrialOutput, Failure> {
-    let mut output = TrialOutput {
-        steps,
-        stopped,
-        seconds,
-        image_digest: Some(image_digest.to_owned()),
-        ..TrialOutput::default()
-    };
-    if stopped {
-        return Ok(output);
-    }
-    let metrics = req.workdir.join("metrics.json");
-    let text = std::fs::read_to_string(&metrics).map_err(|e| {
-        Failure::new(
-            FailureKind::NoMetrics,
-            format!(
-                "the trainer exited 0 but {} is unreadable: {e}",
-                metrics.display()
-            ),
-        )
-    })?;
-    let trained: TrainingOutcome = serde_json::from_str(&text)
-        .map_err(|e| Failure::new(FailureKind::NoMetrics, format!("{}: {e}", metrics.display())))?;
-    let b = &trained.best;
-    output.steps = trained.history.iter().map(StepMetrics::from).collect();
-    output.final_values = [
-        ("val_accuracy", b.val_accuracy),
-        ("val_loss", b.val_loss),
-        ("accuracy", b.accuracy),
-        ("loss", b.loss),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    output.param_count = Some(trained.param_count);
-    output.stopped = trained.stop_reason == mlci_core::StopReason::Stopped;
-    output.seconds = trained.total_seconds;
-    Ok(output)
-}
-
 impl Executor for ContainerExecutor {
     fn run(
         &self,
@@ -284,26 +106,14 @@ impl Executor for ContainerExecutor {
         }
         cspec.memory_bytes = self.memory_bytes;
         cspec.network = self.network;
-        let mut steps = StepCollector::default();
         let trial = req.trial;
-        let outcome = self
-            .engine
-            .run_trial(
-                &cspec,
+        run_model_trial(req, &cspec, &self.image_digest, on_step, |cspec, on_line| {
+            self.engine.run_trial(
+                cspec,
                 &mut |id| tracing::info!(trial, container = short(id), "trial container running"),
-                &mut |line| steps.line(line, on_step),
+                on_line,
             )
-            .map_err(to_failure)?;
-        if let Some(failure) = outcome.failure() {
-            return Err(failure);
-        }
-        model_trial_output(
-            req,
-            steps.steps,
-            outcome.stopped,
-            outcome.seconds,
-            &self.image_digest,
-        )
+        })
     }
 }
 

@@ -8,7 +8,9 @@
 //! capabilities, no network unless asked), streams its output, waits, maps
 //! its exit to [`mlci_core::FailureKind`] and removes it. [`kind`] detects
 //! what model a workspace holds and picks an image and command for it;
-//! [`ContainerExecutor`] implements the tuner's [`mlci_core::Executor`] port.
+//! [`ContainerExecutor`] implements the tuner's [`mlci_core::Executor`] port, and
+//! `SwarmExecutor` the same with Swarm services; both share one trial-in-a-box path
+//! (`trial`: preparation, how a box's end maps to a failure class, final metrics).
 //!
 //! **Invariants:** never reads the environment (the binary passes
 //! `DOCKER_HOST`); never pulls (images are built locally or must exist);
@@ -21,18 +23,20 @@ mod error;
 mod executor;
 pub mod kind;
 mod lifecycle;
+mod spec;
 mod swarm;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod trial;
 
 pub use context::{BuildContext, SCRATCH_DOCKERFILE};
-pub use engine::{
-    classify_exit, ContainerSpec, Engine, Leftover, Mount, RunOutcome, TrialLabels, DEFAULT_HOST,
-};
+pub use engine::{Engine, Leftover, RunOutcome, DEFAULT_HOST};
 pub use error::ContainerError;
-pub use executor::{check_readable, container_user, parse_epoch, ContainerExecutor};
+pub use executor::{parse_epoch, ContainerExecutor};
 pub use lifecycle::*;
+pub use spec::{ContainerSpec, Mount, TrialLabels};
 pub use swarm::*;
+pub use trial::{check_readable, classify_exit, container_user};
 
 /// The trainer image's tag: `mlci-trainer:<mlci version>`.
 pub const TRAINER_IMAGE: &str = concat!("mlci-trainer:", env!("CARGO_PKG_VERSION"));

@@ -2,8 +2,10 @@
 //! [`SecretResolver`]) by the binary, which alone reads the environment and files;
 //! neither type ever prints its value.
 
+use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -27,13 +29,40 @@ impl SecretRef {
             SecretRef::File(path) => format!("file {}", path.display()),
         }
     }
+
+    /// Resolve with the lookups the caller gives: `env` for a variable, `read` for a file.
+    /// The one rule of every resolver: the value less trailing newlines (`\r`, `\n`), which
+    /// must be UTF-8 and not empty. This crate does no IO itself; the binary passes
+    /// `std::env::var_os` and `std::fs::read`, tests their own. Errors name the variable or
+    /// file, never the value.
+    pub fn resolve_with(
+        &self,
+        env: &dyn Fn(&str) -> Option<OsString>,
+        read: &dyn Fn(&Path) -> io::Result<Vec<u8>>,
+    ) -> Result<Secret, SecretError> {
+        let value = match self {
+            SecretRef::Env(name) => env(name)
+                .ok_or_else(|| SecretError::new(self, "is not set"))?
+                .into_string()
+                .map_err(|_| SecretError::new(self, "is not valid UTF-8"))?,
+            SecretRef::File(path) => {
+                let bytes = read(path).map_err(|e| SecretError::new(self, format!("cannot be read: {e}")))?;
+                String::from_utf8(bytes).map_err(|_| SecretError::new(self, "is not valid UTF-8"))?
+            }
+        };
+        let value = value.trim_end_matches(['\r', '\n']);
+        if value.is_empty() {
+            return Err(SecretError::new(self, "is empty"));
+        }
+        Ok(Secret::new(value))
+    }
 }
 
 /// The reference is printed as `***` too: which variable holds a password is the
 /// operator's business, not a log reader's.
 impl fmt::Debug for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SecretRef(***)")
+        f.write_str("***")
     }
 }
 
@@ -44,7 +73,7 @@ impl fmt::Display for SecretRef {
 }
 
 /// A resolved secret (API token, webhook secret, password). Only [`Secret::expose`]
-/// shows it; `Debug` prints `Secret(***)`, and it is never logged.
+/// shows it; `Debug` prints `***`, and it is never logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
@@ -61,7 +90,7 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        f.write_str("***")
     }
 }
 
@@ -86,3 +115,69 @@ impl SecretError {
 /// Resolves a [`SecretRef`] when it is needed (a mail sent, a fetch made). Built by the
 /// binary, the only place that reads the environment; libraries call it.
 pub type SecretResolver = Arc<dyn Fn(&SecretRef) -> Result<Secret, SecretError> + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<OsString> {
+        match name {
+            "TOKEN" => Some("t0ken\r\n".into()),
+            "EMPTY" => Some("\n".into()),
+            _ => None,
+        }
+    }
+
+    fn read(path: &Path) -> io::Result<Vec<u8>> {
+        match path.to_str() {
+            Some("/run/secrets/token") => Ok(b"from-file\n".to_vec()),
+            Some("/run/secrets/binary") => Ok(vec![0xff, 0xfe]),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+
+    fn resolve(r: SecretRef) -> Result<String, String> {
+        r.resolve_with(&env, &read)
+            .map(|s| s.expose().to_owned())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn values_lose_their_trailing_newline_and_errors_name_the_reference() {
+        assert_eq!(resolve(SecretRef::Env("TOKEN".into())).unwrap(), "t0ken");
+        assert_eq!(
+            resolve(SecretRef::File("/run/secrets/token".into())).unwrap(),
+            "from-file"
+        );
+        assert_eq!(
+            resolve(SecretRef::Env("UNSET".into())).unwrap_err(),
+            "environment variable `UNSET` is not set"
+        );
+        assert_eq!(
+            resolve(SecretRef::Env("EMPTY".into())).unwrap_err(),
+            "environment variable `EMPTY` is empty"
+        );
+        assert_eq!(
+            resolve(SecretRef::File("/run/secrets/binary".into())).unwrap_err(),
+            "file /run/secrets/binary is not valid UTF-8"
+        );
+        assert!(resolve(SecretRef::File("/nope".into()))
+            .unwrap_err()
+            .starts_with("file /nope cannot be read: "));
+    }
+
+    #[test]
+    fn neither_values_nor_references_print() {
+        let r = SecretRef::Env("TOKEN".into());
+        assert_eq!(format!("{r:?} {r}"), "*** ***");
+        assert_eq!(format!("{:?}", r.resolve_with(&env, &read).unwrap()), "***");
+    }
+
+    #[test]
+    fn references_serialise_by_kind() {
+        let r: SecretRef = serde_json::from_str(r#"{"env":"SMTP_PASSWORD"}"#).unwrap();
+        assert_eq!(r, SecretRef::Env("SMTP_PASSWORD".into()));
+        let f = SecretRef::File("/run/secrets/x".into());
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"file":"/run/secrets/x"}"#);
+    }
+}

@@ -1,8 +1,9 @@
 //! Where notifications go: SMTP settings, or the outbox folder when there are none.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+
+use mlci_core::SecretRef;
 
 use crate::NotifyError;
 
@@ -60,8 +61,9 @@ pub struct SmtpConfig {
     pub port: u16,
     pub security: Security,
     pub username: Option<String>,
-    /// Where the password is, never the password itself.
-    pub password: Option<Secret>,
+    /// Where the password is, never the password itself: resolved by the notifier's
+    /// [`SecretResolver`](mlci_core::SecretResolver) at each send.
+    pub password: Option<SecretRef>,
     /// PEM file of extra certificate authorities to trust (on top of the
     /// system's), e.g. a company CA or a self-signed relay's certificate.
     pub ca_file: Option<PathBuf>,
@@ -123,87 +125,6 @@ impl SmtpConfig {
     }
 }
 
-/// A secret by reference: the name of an environment variable or the path
-/// of a file holding it. The value is read only when a message is sent, and
-/// neither the value nor the reference is printed (`Debug` and `Display`
-/// show `***`).
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    /// The value of this environment variable (e.g. one Jenkins' `withCredentials` sets).
-    Env(String),
-    /// The whole file (e.g. a mounted secret), less a trailing newline.
-    File(PathBuf),
-}
-
-impl Secret {
-    /// Read the secret now. Errors name the variable or the file, never the value.
-    pub fn resolve(&self) -> Result<SecretValue, NotifyError> {
-        let value = match self {
-            Secret::Env(name) => match std::env::var(name) {
-                Ok(v) => v,
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(self.error("is not set"));
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(self.error("is not valid UTF-8"));
-                }
-            },
-            Secret::File(path) => match std::fs::read(path) {
-                Ok(bytes) => String::from_utf8(bytes).map_err(|_| self.error("is not valid UTF-8"))?,
-                Err(e) => return Err(self.error(format!("cannot be read: {e}"))),
-            },
-        };
-        let value = value.trim_end_matches(['\r', '\n']);
-        if value.is_empty() {
-            return Err(self.error("is empty"));
-        }
-        Ok(SecretValue(value.to_owned()))
-    }
-
-    /// `environment variable `X`` or `file /path`, for error messages.
-    fn describe(&self) -> String {
-        match self {
-            Secret::Env(name) => format!("environment variable `{name}`"),
-            Secret::File(path) => format!("file {}", path.display()),
-        }
-    }
-
-    fn error(&self, reason: impl Into<String>) -> NotifyError {
-        NotifyError::Secret {
-            source_of: self.describe(),
-            reason: reason.into(),
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// A resolved secret. Only [`SecretValue::expose`] shows it.
-#[derive(Clone)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
 mod defaults {
     use std::path::PathBuf;
 
@@ -248,7 +169,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .starts_with("smtp.password "));
-        c.password = Some(Secret::Env("SMTP_PASSWORD".into()));
+        c.password = Some(SecretRef::Env("SMTP_PASSWORD".into()));
         c.validate().unwrap();
         c.username = None;
         assert!(c

@@ -52,6 +52,16 @@ fn user_suffix(user: Option<&str>) -> String {
     user.map(|u| format!(" of `{u}`")).unwrap_or_default()
 }
 
+/// The password could not be resolved.
+impl From<mlci_core::SecretError> for NotifyError {
+    fn from(e: mlci_core::SecretError) -> Self {
+        Self::Secret {
+            source_of: e.source_of,
+            reason: e.reason,
+        }
+    }
+}
+
 impl NotifyError {
     pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Config {

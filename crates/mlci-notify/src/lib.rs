@@ -7,15 +7,17 @@
 //! optional login) or, without SMTP settings, writes it to an outbox folder as
 //! an `.eml` file. Blocking: call it from a blocking thread in async code.
 //!
-//! **Invariant:** secrets are held by reference ([`Secret`]), read only when a
-//! message is sent, and never printed, logged or put in an error message.
+//! **Invariant:** secrets are held by reference ([`SecretRef`]) and turned into values by
+//! the caller's [`SecretResolver`] only when a message is sent; they are never printed,
+//! logged or put in an error message, and this crate never reads the environment.
 
 mod config;
 mod error;
 mod notification;
 mod notifier;
 
-pub use config::{MailConfig, Secret, SecretValue, Security, SmtpConfig};
+pub use config::{MailConfig, Security, SmtpConfig};
 pub use error::NotifyError;
+pub use mlci_core::{Secret, SecretError, SecretRef, SecretResolver};
 pub use notification::{Notification, ReportLink};
 pub use notifier::{Delivery, Notifier};

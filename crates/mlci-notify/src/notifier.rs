@@ -1,6 +1,7 @@
 //! Turning a [`Notification`] into an RFC 5322 message and delivering it:
 //! over SMTP when configured, else into the outbox folder.
 
+use std::fmt;
 use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Write as _};
@@ -12,6 +13,8 @@ use lettre::message::{Attachment, Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{Message, SmtpTransport, Transport};
+
+use mlci_core::SecretResolver;
 
 use crate::{MailConfig, Notification, NotifyError, Security, SmtpConfig};
 
@@ -25,18 +28,31 @@ pub enum Delivery {
 }
 
 /// Sends notifications as configured. Addresses are checked once, by
-/// [`Notifier::new`]; the password and the CA file are read at each send.
-#[derive(Debug, Clone)]
+/// [`Notifier::new`]; the password (through the caller's resolver) and the CA file are
+/// read at each send.
+#[derive(Clone)]
 pub struct Notifier {
     config: MailConfig,
     from: Mailbox,
     to: Vec<Mailbox>,
+    secrets: SecretResolver,
+}
+
+impl fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Notifier")
+            .field("config", &self.config)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Notifier {
     /// Check the configuration: addresses (errors name `from` or `to[i]`)
-    /// and the SMTP settings.
-    pub fn new(config: MailConfig) -> Result<Self, NotifyError> {
+    /// and the SMTP settings. `secrets` turns `smtp.password` into the password when a
+    /// message is sent (the binary's resolver reads the environment or the file).
+    pub fn new(config: MailConfig, secrets: SecretResolver) -> Result<Self, NotifyError> {
         let from = parse_address("from", &config.from)?;
         if config.to.is_empty() {
             return Err(NotifyError::NoRecipients);
@@ -50,7 +66,12 @@ impl Notifier {
         if let Some(smtp) = &config.smtp {
             smtp.validate()?;
         }
-        Ok(Self { config, from, to })
+        Ok(Self {
+            config,
+            from,
+            to,
+            secrets,
+        })
     }
 
     pub fn config(&self) -> &MailConfig {
@@ -66,7 +87,7 @@ impl Notifier {
                 .write_outbox(&n.experiment_id, &message.formatted())
                 .map(Delivery::Outbox),
             Some(smtp) => {
-                send_smtp(smtp, &message)?;
+                send_smtp(smtp, &self.secrets, &message)?;
                 tracing::info!(
                     server = %smtp.server(),
                     message_id = %message_id,
@@ -214,7 +235,7 @@ fn file_safe(id: &str) -> String {
     }
 }
 
-fn send_smtp(smtp: &SmtpConfig, message: &Message) -> Result<(), NotifyError> {
+fn send_smtp(smtp: &SmtpConfig, secrets: &SecretResolver, message: &Message) -> Result<(), NotifyError> {
     let server = smtp.server();
     let tls = match smtp.security {
         Security::StartTls => Tls::Required(tls_parameters(smtp)?),
@@ -235,7 +256,7 @@ fn send_smtp(smtp: &SmtpConfig, message: &Message) -> Result<(), NotifyError> {
         .tls(tls)
         .timeout(Some(Duration::from_secs(smtp.timeout_seconds)));
     if let (Some(user), Some(secret)) = (&smtp.username, &smtp.password) {
-        let password = secret.resolve()?;
+        let password = secrets(secret)?;
         builder = builder.credentials(Credentials::new(user.clone(), password.expose().to_owned()));
     }
     tracing::debug!(

@@ -4,6 +4,7 @@
 //! Python's `email` package. TLS certificates are made per test with the
 //! `openssl` command. A missing aiosmtpd or openssl fails the test, saying
 //! what to install.
+#![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -17,7 +18,8 @@ use mlci_core::{
     TrialRecord, TrialState,
 };
 use mlci_notify::{
-    Delivery, MailConfig, Notification, Notifier, NotifyError, ReportLink, Secret, Security, SmtpConfig,
+    Delivery, MailConfig, Notification, Notifier, NotifyError, ReportLink, Secret, SecretRef, SecretResolver,
+    Security, SmtpConfig,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -26,6 +28,14 @@ const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
 const REPORT: &[u8] = b"<!DOCTYPE html><html><body><h1>catsdogs report</h1></body></html>\n";
 
 // ---------------------------------------------------------------- harness
+
+/// What the binary's resolver does: the process environment and files (the library
+/// reads neither itself).
+fn secrets() -> SecretResolver {
+    Arc::new(|r: &SecretRef| -> Result<Secret, mlci_notify::SecretError> {
+        r.resolve_with(&|name| std::env::var_os(name), &|path| std::fs::read(path))
+    })
+}
 
 fn python() -> Command {
     Command::new("python3")
@@ -515,10 +525,10 @@ fn plain_smtp_delivers_sender_recipients_both_bodies_and_the_report() {
     let dir = TempDir::new().unwrap();
     let server = SmtpServer::start(dir.path(), Kind::Plain);
     let n = notification(dir.path());
-    let notifier = Notifier::new(mail_config(
-        Some(smtp(server.port, Security::None)),
-        dir.path().join("outbox"),
-    ))
+    let notifier = Notifier::new(
+        mail_config(Some(smtp(server.port, Security::None)), dir.path().join("outbox")),
+        secrets(),
+    )
     .unwrap();
     let (delivery, logs) = capture_logs(|| notifier.send(&n));
     let delivery = delivery.unwrap();
@@ -544,7 +554,7 @@ fn starttls_with_a_self_signed_ca_trusted_through_ca_file() {
     let n = notification(dir.path());
     let mut config = smtp(server.port, Security::StartTls);
     config.ca_file = Some(certs.ca.clone());
-    let delivery = Notifier::new(mail_config(Some(config), dir.path().join("outbox")))
+    let delivery = Notifier::new(mail_config(Some(config), dir.path().join("outbox")), secrets())
         .unwrap()
         .send(&n)
         .unwrap();
@@ -559,10 +569,10 @@ fn starttls_to_a_server_whose_ca_is_not_trusted_is_a_tls_error_naming_it() {
     let certs = make_certs(dir.path());
     let server = SmtpServer::start(dir.path(), Kind::StartTls(&certs));
     let n = notification(dir.path());
-    let notifier = Notifier::new(mail_config(
-        Some(smtp(server.port, Security::StartTls)),
-        dir.path().join("o"),
-    ))
+    let notifier = Notifier::new(
+        mail_config(Some(smtp(server.port, Security::StartTls)), dir.path().join("o")),
+        secrets(),
+    )
     .unwrap();
     let err = notifier.send(&n).unwrap_err();
     assert!(matches!(err, NotifyError::Tls { .. }), "{err:?}");
@@ -583,7 +593,7 @@ fn implicit_tls_with_ca_file() {
     let n = notification(dir.path());
     let mut config = smtp(server.port, Security::Tls);
     config.ca_file = Some(certs.ca.clone());
-    let delivery = Notifier::new(mail_config(Some(config), dir.path().join("outbox")))
+    let delivery = Notifier::new(mail_config(Some(config), dir.path().join("outbox")), secrets())
         .unwrap()
         .send(&n)
         .unwrap();
@@ -599,7 +609,7 @@ fn ca_file_without_a_certificate_is_an_error_naming_it() {
     std::fs::write(&bogus, "not a certificate").unwrap();
     let mut config = smtp(free_port(), Security::StartTls);
     config.ca_file = Some(bogus.clone());
-    let err = Notifier::new(mail_config(Some(config), dir.path().join("o")))
+    let err = Notifier::new(mail_config(Some(config), dir.path().join("o")), secrets())
         .unwrap()
         .send(&notification(dir.path()))
         .unwrap_err();
@@ -612,7 +622,7 @@ fn ca_file_without_a_certificate_is_an_error_naming_it() {
 
 const PASSWORD: &str = "s3cr3t-Pa55w0rd!";
 
-fn auth_config(port: u16, certs: &Certs, password: Secret) -> SmtpConfig {
+fn auth_config(port: u16, certs: &Certs, password: SecretRef) -> SmtpConfig {
     SmtpConfig {
         username: Some("mlci-bot".into()),
         password: Some(password),
@@ -632,8 +642,8 @@ fn login_with_plain_and_login_mechanisms_and_the_password_never_shows() {
     std::env::set_var(&var, PASSWORD);
 
     for (mechanism, secret) in [
-        (None, Secret::File(password_file.clone())),
-        (Some("LOGIN"), Secret::Env(var.clone())),
+        (None, SecretRef::File(password_file.clone())),
+        (Some("LOGIN"), SecretRef::Env(var.clone())),
     ] {
         let server_dir = TempDir::new_in(dir.path()).unwrap();
         let server = SmtpServer::start(
@@ -650,7 +660,7 @@ fn login_with_plain_and_login_mechanisms_and_the_password_never_shows() {
             Some(auth_config(server.port, &certs, secret)),
             dir.path().join("o"),
         );
-        let notifier = Notifier::new(config.clone()).unwrap();
+        let notifier = Notifier::new(config.clone(), secrets()).unwrap();
         let (delivery, logs) = capture_logs(|| notifier.send(&n));
         let delivery = delivery.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
         let mail = server.received();
@@ -678,7 +688,7 @@ fn login_with_plain_and_login_mechanisms_and_the_password_never_shows() {
         let secret = config.smtp.as_ref().unwrap().password.as_ref().unwrap();
         assert_eq!(format!("{secret:?}"), "***");
         assert_eq!(format!("{secret}"), "***");
-        assert_eq!(format!("{:?}", secret.resolve().unwrap()), "***");
+        assert_eq!(format!("{:?}", secrets()(secret).unwrap()), "***");
     }
     std::env::remove_var(&var);
 }
@@ -702,10 +712,10 @@ fn a_wrong_password_or_none_is_an_auth_error_naming_the_server_not_the_password(
     let server_name = format!("127.0.0.1:{}", server.port);
 
     let config = mail_config(
-        Some(auth_config(server.port, &certs, Secret::File(wrong))),
+        Some(auth_config(server.port, &certs, SecretRef::File(wrong))),
         dir.path().join("o"),
     );
-    let (result, logs) = capture_logs(|| Notifier::new(config).unwrap().send(&n));
+    let (result, logs) = capture_logs(|| Notifier::new(config, secrets()).unwrap().send(&n));
     let err = result.unwrap_err();
     assert!(
         matches!(err, NotifyError::Auth { .. }),
@@ -727,7 +737,7 @@ fn a_wrong_password_or_none_is_an_auth_error_naming_the_server_not_the_password(
     // No login configured: the server's 530 is an auth error too.
     let mut anonymous = smtp(server.port, Security::StartTls);
     anonymous.ca_file = Some(certs.ca.clone());
-    let err = Notifier::new(mail_config(Some(anonymous), dir.path().join("o")))
+    let err = Notifier::new(mail_config(Some(anonymous), dir.path().join("o")), secrets())
         .unwrap()
         .send(&n)
         .unwrap_err();
@@ -743,11 +753,11 @@ fn a_missing_password_variable_or_file_is_named_before_connecting() {
     let missing_file = dir.path().join("no-such-password-file");
     for (secret, named) in [
         (
-            Secret::Env("MLCI_NOTIFY_TEST_UNSET_VARIABLE".into()),
+            SecretRef::Env("MLCI_NOTIFY_TEST_UNSET_VARIABLE".into()),
             "`MLCI_NOTIFY_TEST_UNSET_VARIABLE`".to_owned(),
         ),
         (
-            Secret::File(missing_file.clone()),
+            SecretRef::File(missing_file.clone()),
             missing_file.display().to_string(),
         ),
     ] {
@@ -757,7 +767,7 @@ fn a_missing_password_variable_or_file_is_named_before_connecting() {
             // Nothing listens here: the secret must fail first.
             ..smtp(free_port(), Security::None)
         };
-        let err = Notifier::new(mail_config(Some(config), dir.path().join("o")))
+        let err = Notifier::new(mail_config(Some(config), dir.path().join("o")), secrets())
             .unwrap()
             .send(&n)
             .unwrap_err();
@@ -778,7 +788,7 @@ fn without_smtp_the_message_goes_to_the_outbox_as_a_parseable_eml() {
     let dir = TempDir::new().unwrap();
     let outbox = dir.path().join("data").join("outbox");
     let n = notification(dir.path());
-    let notifier = Notifier::new(mail_config(None, outbox.clone())).unwrap();
+    let notifier = Notifier::new(mail_config(None, outbox.clone()), secrets()).unwrap();
     let before = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -845,10 +855,10 @@ fn without_smtp_the_message_goes_to_the_outbox_as_a_parseable_eml() {
 fn connection_refused_names_host_and_port() {
     let dir = TempDir::new().unwrap();
     let port = free_port(); // Bound and released: nothing listens.
-    let notifier = Notifier::new(mail_config(
-        Some(smtp(port, Security::None)),
-        dir.path().join("o"),
-    ))
+    let notifier = Notifier::new(
+        mail_config(Some(smtp(port, Security::None)), dir.path().join("o")),
+        secrets(),
+    )
     .unwrap();
     let err = notifier.send(&notification(dir.path())).unwrap_err();
     assert!(
@@ -876,7 +886,7 @@ fn a_server_that_never_answers_times_out_naming_host_and_port() {
         ..smtp(port, Security::None)
     };
     let started = Instant::now();
-    let err = Notifier::new(mail_config(Some(config), dir.path().join("o")))
+    let err = Notifier::new(mail_config(Some(config), dir.path().join("o")), secrets())
         .unwrap()
         .send(&notification(dir.path()))
         .unwrap_err();
@@ -893,10 +903,13 @@ fn a_server_that_never_answers_times_out_naming_host_and_port() {
 #[test]
 fn invalid_addresses_name_the_field() {
     let outbox = PathBuf::from("unused");
-    let err = Notifier::new(MailConfig {
-        from: "ci at example".into(),
-        ..mail_config(None, outbox.clone())
-    })
+    let err = Notifier::new(
+        MailConfig {
+            from: "ci at example".into(),
+            ..mail_config(None, outbox.clone())
+        },
+        secrets(),
+    )
     .unwrap_err();
     assert!(
         matches!(&err, NotifyError::Address { field, .. } if field == "from"),
@@ -907,20 +920,26 @@ fn invalid_addresses_name_the_field() {
         "{err}"
     );
 
-    let err = Notifier::new(MailConfig {
-        to: vec!["a@example.com".into(), "b@example.com".into(), "c@".into()],
-        ..mail_config(None, outbox.clone())
-    })
+    let err = Notifier::new(
+        MailConfig {
+            to: vec!["a@example.com".into(), "b@example.com".into(), "c@".into()],
+            ..mail_config(None, outbox.clone())
+        },
+        secrets(),
+    )
     .unwrap_err();
     assert!(
         err.to_string().contains("`to[2]`") && err.to_string().contains("c@"),
         "{err}"
     );
 
-    let err = Notifier::new(MailConfig {
-        to: vec![],
-        ..mail_config(None, outbox)
-    })
+    let err = Notifier::new(
+        MailConfig {
+            to: vec![],
+            ..mail_config(None, outbox)
+        },
+        secrets(),
+    )
     .unwrap_err();
     assert!(
         matches!(err, NotifyError::NoRecipients) && err.is_bad_input(),

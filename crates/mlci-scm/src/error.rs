@@ -108,6 +108,15 @@ impl ScmError {
         }
     }
 
+    /// A credential reference of the repository at `url` that did not resolve.
+    pub(crate) fn credentials(url: &str, e: mlci_core::SecretError) -> Self {
+        ScmError::Credentials {
+            url: url.to_owned(),
+            source_of: e.source_of,
+            reason: e.reason,
+        }
+    }
+
     pub(crate) fn spec(field: &'static str, reason: impl Into<String>) -> Self {
         ScmError::InvalidSpec {
             field,

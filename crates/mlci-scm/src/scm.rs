@@ -2,7 +2,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,6 +12,8 @@ use git2::{
     RemoteCallbacks, Repository, Sort,
 };
 use serde::{Deserialize, Serialize};
+
+use mlci_core::{SecretError, SecretRef, SecretResolver};
 
 use crate::error::ScmError;
 use crate::spec::{validate_name, RepoSpec, ResolvedCredentials};
@@ -85,11 +86,8 @@ pub struct NewCommits {
 pub struct Scm {
     root: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
-    env: Arc<EnvLookup>,
+    secrets: SecretResolver,
 }
-
-/// How credential references to environment variables are looked up.
-pub type EnvLookup = dyn Fn(&str) -> Option<OsString> + Send + Sync;
 
 impl fmt::Debug for Scm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,20 +98,26 @@ impl fmt::Debug for Scm {
 }
 
 impl Scm {
-    /// An `Scm` keeping everything under `root` (created on first use). Credential references
-    /// to environment variables read the process environment.
+    /// An `Scm` keeping everything under `root` (created on first use), without secrets:
+    /// repositories with [`Credentials`](crate::Credentials) fail with
+    /// [`ScmError::Credentials`] until [`Scm::with_secrets`] gives a resolver.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Scm {
             root: root.into(),
             locks: Mutex::new(HashMap::new()),
-            env: Arc::new(|name: &str| std::env::var_os(name)),
+            secrets: Arc::new(|reference: &SecretRef| {
+                Err(SecretError::new(
+                    reference,
+                    "cannot be resolved: this Scm was given no secret resolver",
+                ))
+            }),
         }
     }
 
-    /// The same `Scm`, looking environment variables up with `env` instead of the process
-    /// environment (a caller's own secret store, or a test's).
-    pub fn with_env(mut self, env: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> Self {
-        self.env = Arc::new(env);
+    /// The same `Scm`, resolving credential references with `secrets` (the binary's
+    /// resolver reads the environment and files; this crate reads neither).
+    pub fn with_secrets(mut self, secrets: SecretResolver) -> Self {
+        self.secrets = secrets;
         self
     }
 
@@ -321,7 +325,7 @@ impl Scm {
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(|request_url, username_from_url, allowed| {
             auth.borrow_mut()
-                .credentials(spec, &*self.env, request_url, username_from_url, allowed)
+                .credentials(spec, &self.secrets, request_url, username_from_url, allowed)
         });
         let mut proxy = ProxyOptions::new();
         proxy.auto();
@@ -393,7 +397,7 @@ impl AuthState {
     fn credentials(
         &mut self,
         spec: &RepoSpec,
-        env: &EnvLookup,
+        secrets: &SecretResolver,
         request_url: &str,
         username_from_url: Option<&str>,
         allowed: CredentialType,
@@ -403,7 +407,7 @@ impl AuthState {
             return self.fail("the remote keeps asking for credentials");
         }
         if self.resolved.is_none() {
-            match spec.resolve_credentials_with(env) {
+            match spec.resolve_credentials(secrets) {
                 Ok(resolved) => self.resolved = Some(resolved),
                 Err(e) => {
                     self.error = Some(e);

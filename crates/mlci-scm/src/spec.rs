@@ -1,9 +1,9 @@
 //! What a registered repository is: [`RepoSpec`] and its [`Credentials`] (references only).
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mlci_core::{Secret, SecretError, SecretRef, SecretResolver};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ScmError;
@@ -35,37 +35,117 @@ pub struct RepoSpec {
     pub credentials: Option<Credentials>,
 }
 
-/// Credentials by reference. Resolved at fetch time, only when the remote asks for
-/// authentication; the secret is never stored, serialised, logged or put in an error.
+/// Credentials by reference ([`SecretRef`]s). Resolved at fetch time by the caller's
+/// [`SecretResolver`], only when the remote asks for authentication; the secret is never
+/// stored, serialised, logged or put in an error.
+///
+/// Serialised flat, as `{"kind": "token", "env": "NAME"}` (or `"file": "/path"`, with an
+/// optional `"username"`) and `{"kind": "ssh_key", "file": "/key"}` (with an optional
+/// `"passphrase_env"` or `"passphrase_file"`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(try_from = "RawCredentials", into = "RawCredentials")]
 pub enum Credentials {
-    /// An HTTPS token (GitHub/GitLab/Gitea personal or app token, or a password), read from
-    /// exactly one of `env` or `file`.
+    /// An HTTPS token (GitHub/GitLab/Gitea personal or app token, or a password).
     Token {
-        /// Name of the environment variable holding the token (e.g. one Jenkins'
-        /// `withCredentials` sets).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        env: Option<String>,
-        /// A file holding the token (a mounted secret), less a trailing newline.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        file: Option<PathBuf>,
+        /// Where the token is: an environment variable (e.g. one Jenkins'
+        /// `withCredentials` sets) or a file (a mounted secret).
+        token: SecretRef,
         /// User name sent with the token; [`DEFAULT_TOKEN_USERNAME`] when absent.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         username: Option<String>,
     },
     /// An SSH private key file (for `ssh://` and scp-like URLs); the user name comes from the
     /// URL (`git` when it has none).
     SshKey {
-        /// Path of the private key.
+        /// Path of the private key (handed to libgit2, which reads it).
         file: PathBuf,
-        /// Environment variable holding the key's passphrase, if it has one.
+        /// Where the key's passphrase is, if it has one.
+        passphrase: Option<SecretRef>,
+    },
+}
+
+/// [`Credentials`] as stored: one optional field per kind of reference.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum RawCredentials {
+    Token {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        env: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        username: Option<String>,
+    },
+    SshKey {
+        file: PathBuf,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase_env: Option<String>,
-        /// File holding the key's passphrase, if it has one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         passphrase_file: Option<PathBuf>,
     },
+}
+
+impl TryFrom<RawCredentials> for Credentials {
+    type Error = ScmError;
+
+    fn try_from(raw: RawCredentials) -> Result<Self, ScmError> {
+        Ok(match raw {
+            RawCredentials::Token { env, file, username } => Credentials::Token {
+                token: match (env, file) {
+                    (Some(var), None) => SecretRef::Env(var),
+                    (None, Some(path)) => SecretRef::File(path),
+                    _ => {
+                        return Err(ScmError::spec(
+                            "credentials",
+                            "needs exactly one of `env` or `file`",
+                        ))
+                    }
+                },
+                username,
+            },
+            RawCredentials::SshKey {
+                file,
+                passphrase_env,
+                passphrase_file,
+            } => Credentials::SshKey {
+                file,
+                passphrase: match (passphrase_env, passphrase_file) {
+                    (None, None) => None,
+                    (Some(var), None) => Some(SecretRef::Env(var)),
+                    (None, Some(path)) => Some(SecretRef::File(path)),
+                    (Some(_), Some(_)) => {
+                        return Err(ScmError::spec(
+                            "credentials",
+                            "has both `passphrase_env` and `passphrase_file`",
+                        ))
+                    }
+                },
+            },
+        })
+    }
+}
+
+impl From<Credentials> for RawCredentials {
+    fn from(c: Credentials) -> Self {
+        let split = |r: Option<SecretRef>| match r {
+            Some(SecretRef::Env(var)) => (Some(var), None),
+            Some(SecretRef::File(path)) => (None, Some(path)),
+            None => (None, None),
+        };
+        match c {
+            Credentials::Token { token, username } => {
+                let (env, file) = split(Some(token));
+                RawCredentials::Token { env, file, username }
+            }
+            Credentials::SshKey { file, passphrase } => {
+                let (passphrase_env, passphrase_file) = split(passphrase);
+                RawCredentials::SshKey {
+                    file,
+                    passphrase_env,
+                    passphrase_file,
+                }
+            }
+        }
+    }
 }
 
 /// Credentials read from their references, ready for libgit2. `Debug` hides the secrets.
@@ -75,14 +155,14 @@ pub enum ResolvedCredentials {
         /// The user name sent.
         username: String,
         /// The token.
-        token: SecretValue,
+        token: Secret,
     },
     /// A private key file and its passphrase.
     SshKey {
         /// Path of the private key (checked readable).
         file: PathBuf,
         /// The passphrase, if any.
-        passphrase: Option<SecretValue>,
+        passphrase: Option<Secret>,
     },
 }
 
@@ -100,23 +180,6 @@ impl fmt::Debug for ResolvedCredentials {
                 .field("passphrase", &passphrase.as_ref().map(|_| "***"))
                 .finish(),
         }
-    }
-}
-
-/// A resolved secret. Only [`SecretValue::expose`] shows it; `Debug` prints `***`.
-#[derive(Clone)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    /// The secret itself, to hand to libgit2 and nowhere else.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
     }
 }
 
@@ -154,66 +217,35 @@ impl RepoSpec {
         redact_url(&self.url)
     }
 
-    /// Read the credentials from their references now (environment and files).
-    /// `Ok(None)` when the spec has none. Errors name the variable or file, never a value.
-    pub fn resolve_credentials(&self) -> Result<Option<ResolvedCredentials>, ScmError> {
-        self.resolve_credentials_with(&|name| std::env::var_os(name))
-    }
-
-    /// [`RepoSpec::resolve_credentials`] with an explicit environment lookup.
-    pub fn resolve_credentials_with(
+    /// Resolve the credentials' references now, with the caller's `secrets`. `Ok(None)`
+    /// when the spec has none. Errors name the variable or file, never a value.
+    pub fn resolve_credentials(
         &self,
-        env: &dyn Fn(&str) -> Option<OsString>,
+        secrets: &SecretResolver,
     ) -> Result<Option<ResolvedCredentials>, ScmError> {
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
         let url = self.display_url();
+        let resolve = |reference: &SecretRef| secrets(reference).map_err(|e| ScmError::credentials(&url, e));
         let resolved = match credentials {
-            Credentials::Token {
-                env: var,
-                file,
-                username,
-            } => {
-                let reference = match (var, file) {
-                    (Some(var), None) => SecretRef::Env(var),
-                    (None, Some(file)) => SecretRef::File(file),
-                    _ => {
-                        return Err(ScmError::spec(
-                            "credentials",
-                            "needs exactly one of `env` or `file`",
-                        ))
-                    }
-                };
-                ResolvedCredentials::Token {
-                    username: username
-                        .clone()
-                        .unwrap_or_else(|| DEFAULT_TOKEN_USERNAME.to_owned()),
-                    token: reference.resolve(&url, env)?,
-                }
-            }
-            Credentials::SshKey {
-                file,
-                passphrase_env,
-                passphrase_file,
-            } => {
+            Credentials::Token { token, username } => ResolvedCredentials::Token {
+                username: username
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_TOKEN_USERNAME.to_owned()),
+                token: resolve(token)?,
+            },
+            Credentials::SshKey { file, passphrase } => {
                 if let Err(e) = std::fs::File::open(file) {
-                    return Err(SecretRef::File(file).error(&url, format!("cannot be read: {e}")));
+                    let key = SecretRef::File(file.clone());
+                    return Err(ScmError::credentials(
+                        &url,
+                        SecretError::new(&key, format!("cannot be read: {e}")),
+                    ));
                 }
-                let passphrase = match (passphrase_env, passphrase_file) {
-                    (None, None) => None,
-                    (Some(var), None) => Some(SecretRef::Env(var).resolve(&url, env)?),
-                    (None, Some(path)) => Some(SecretRef::File(path).resolve(&url, env)?),
-                    (Some(_), Some(_)) => {
-                        return Err(ScmError::spec(
-                            "credentials",
-                            "has both `passphrase_env` and `passphrase_file`",
-                        ))
-                    }
-                };
                 ResolvedCredentials::SshKey {
                     file: file.clone(),
-                    passphrase,
+                    passphrase: passphrase.as_ref().map(resolve).transpose()?,
                 }
             }
         };
@@ -225,22 +257,16 @@ impl Credentials {
     fn validate(&self, url: &str) -> Result<(), ScmError> {
         let ssh = is_ssh_url(url);
         match self {
-            Credentials::Token { env, file, username } => {
+            Credentials::Token { token, username } => {
                 if ssh {
                     return Err(ScmError::spec(
                         "credentials",
                         "is a token, but the url is ssh: use an ssh_key or an https url",
                     ));
                 }
-                match (env, file) {
-                    (Some(var), None) => validate_env_name("credentials.env", var)?,
-                    (None, Some(path)) => validate_file_ref("credentials.file", path)?,
-                    _ => {
-                        return Err(ScmError::spec(
-                            "credentials",
-                            "needs exactly one of `env` or `file`",
-                        ))
-                    }
+                match token {
+                    SecretRef::Env(var) => validate_env_name("credentials.env", var)?,
+                    SecretRef::File(path) => validate_file_ref("credentials.file", path)?,
                 }
                 if let Some(user) = username {
                     if user.is_empty() || user.chars().any(|c| c.is_control() || c == ':') {
@@ -251,11 +277,7 @@ impl Credentials {
                     }
                 }
             }
-            Credentials::SshKey {
-                file,
-                passphrase_env,
-                passphrase_file,
-            } => {
+            Credentials::SshKey { file, passphrase } => {
                 if !ssh {
                     return Err(ScmError::spec(
                         "credentials",
@@ -263,61 +285,14 @@ impl Credentials {
                     ));
                 }
                 validate_file_ref("credentials.file", file)?;
-                if let Some(var) = passphrase_env {
-                    validate_env_name("credentials.passphrase_env", var)?;
-                }
-                if let Some(path) = passphrase_file {
-                    validate_file_ref("credentials.passphrase_file", path)?;
-                }
-                if passphrase_env.is_some() && passphrase_file.is_some() {
-                    return Err(ScmError::spec(
-                        "credentials",
-                        "has both `passphrase_env` and `passphrase_file`",
-                    ));
+                match passphrase {
+                    Some(SecretRef::Env(var)) => validate_env_name("credentials.passphrase_env", var)?,
+                    Some(SecretRef::File(path)) => validate_file_ref("credentials.passphrase_file", path)?,
+                    None => {}
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// Where one secret lives.
-enum SecretRef<'a> {
-    Env(&'a str),
-    File(&'a Path),
-}
-
-impl SecretRef<'_> {
-    fn resolve(&self, url: &str, env: &dyn Fn(&str) -> Option<OsString>) -> Result<SecretValue, ScmError> {
-        let value = match self {
-            SecretRef::Env(name) => match env(name) {
-                None => return Err(self.error(url, "is not set")),
-                Some(v) => v
-                    .into_string()
-                    .map_err(|_| self.error(url, "is not valid UTF-8"))?,
-            },
-            SecretRef::File(path) => match std::fs::read(path) {
-                Ok(bytes) => String::from_utf8(bytes).map_err(|_| self.error(url, "is not valid UTF-8"))?,
-                Err(e) => return Err(self.error(url, format!("cannot be read: {e}"))),
-            },
-        };
-        let value = value.trim_end_matches(['\r', '\n']);
-        if value.is_empty() {
-            return Err(self.error(url, "is empty"));
-        }
-        Ok(SecretValue(value.to_owned()))
-    }
-
-    fn error(&self, url: &str, reason: impl Into<String>) -> ScmError {
-        let source_of = match self {
-            SecretRef::Env(name) => format!("environment variable `{name}`"),
-            SecretRef::File(path) => format!("file {}", path.display()),
-        };
-        ScmError::Credentials {
-            url: url.to_owned(),
-            source_of,
-            reason: reason.into(),
-        }
     }
 }
 
@@ -588,14 +563,12 @@ mod tests {
     #[test]
     fn credential_kind_must_match_the_url() {
         let token = Credentials::Token {
-            env: Some("T".into()),
-            file: None,
+            token: SecretRef::Env("T".into()),
             username: None,
         };
         let key = Credentials::SshKey {
             file: "/k".into(),
-            passphrase_env: None,
-            passphrase_file: None,
+            passphrase: None,
         };
         spec("https://h/r")
             .with_credentials(token.clone())
@@ -604,18 +577,15 @@ mod tests {
         spec("git@h:r").with_credentials(key.clone()).validate().unwrap();
         assert!(spec("git@h:r").with_credentials(token).validate().is_err());
         assert!(spec("https://h/r").with_credentials(key).validate().is_err());
-        let both = Credentials::Token {
+        // Both references at once cannot even be read into a spec.
+        let both = RawCredentials::Token {
             env: Some("T".into()),
             file: Some("/t".into()),
             username: None,
         };
-        assert_eq!(
-            field_of(spec("https://h/r").with_credentials(both).validate().unwrap_err()),
-            "credentials"
-        );
+        assert_eq!(field_of(Credentials::try_from(both).unwrap_err()), "credentials");
         let relative = Credentials::Token {
-            env: None,
-            file: Some("t".into()),
+            token: SecretRef::File("t".into()),
             username: None,
         };
         let e = spec("https://h/r")

@@ -1,31 +1,13 @@
 //! The service's configuration, filled in by the binary (which reads files, environment and
 //! flags; this crate reads none of them).
 
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A secret (API token, webhook secret). Its `Debug` is redacted, and it is never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself: for comparing and signing only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+/// A secret (API token, webhook secret): the one resolved-secret type of mlci, from
+/// `mlci-core`. Its `Debug` is redacted, and it is never logged; the binary resolves it.
+pub use mlci_core::Secret;
 
 /// A repository whose pushes start the pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]

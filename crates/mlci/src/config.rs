@@ -2,11 +2,14 @@
 //! `MLCI_CONFIG`), then environment variables, then flags. All environment
 //! variable names mlci reads are in [`env`]; libraries never read the
 //! environment. Secrets are references (an environment variable name or a
-//! file path), never values, so the config can be printed and logged.
+//! file path), never values, so the config can be printed and logged; the one
+//! [`secret_resolver`] turns them into values where a library needs them.
 #![allow(clippy::disallowed_methods)] // the one module that reads the environment
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use mlci_core::{SecretRef, SecretResolver};
 use serde::Deserialize;
 
 /// Every environment variable mlci reads.
@@ -208,6 +211,16 @@ impl std::fmt::Display for ConfigError {
 }
 impl std::error::Error for ConfigError {}
 
+/// The one place a secret reference becomes a value: the process environment for
+/// [`SecretRef::Env`], the file for [`SecretRef::File`], less a trailing newline. Handed to
+/// every library that needs a secret (the mail's SMTP password, a repository's token); errors
+/// name the variable or the file, never the value.
+pub fn secret_resolver() -> SecretResolver {
+    Arc::new(|secret: &SecretRef| {
+        secret.resolve_with(&|name| std::env::var_os(name), &|path| std::fs::read(path))
+    })
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -241,10 +254,7 @@ pub fn set_thread_vars(threads: usize) {
 }
 
 /// A secret of the service: the file's content when `file` is given, else the variable's.
-pub fn server_secret(
-    env_name: &str,
-    file: Option<&Path>,
-) -> Result<Option<mlci_server::Secret>, ConfigError> {
+pub fn server_secret(env_name: &str, file: Option<&Path>) -> Result<Option<mlci_core::Secret>, ConfigError> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
@@ -252,9 +262,9 @@ pub fn server_secret(
         if value.is_empty() {
             return Err(ConfigError(format!("{} is empty", path.display())));
         }
-        return Ok(Some(mlci_server::Secret::new(value)));
+        return Ok(Some(mlci_core::Secret::new(value)));
     }
-    Ok(var(env_name).map(|v| mlci_server::Secret::new(v.trim())))
+    Ok(var(env_name).map(|v| mlci_core::Secret::new(v.trim())))
 }
 
 impl Config {
@@ -387,5 +397,45 @@ impl Config {
             .outbox
             .clone()
             .unwrap_or_else(|| self.layout().outbox_dir())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_resolve_from_files_and_the_environment_naming_the_reference_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("smtp-password");
+        std::fs::write(&file, "hunter2\n").unwrap();
+        let resolve = secret_resolver();
+        assert_eq!(
+            resolve(&SecretRef::File(file.clone())).unwrap().expose(),
+            "hunter2"
+        );
+        // PATH is always set; tests never set variables (other test threads read them).
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(resolve(&SecretRef::Env("PATH".into())).unwrap().expose(), path);
+
+        let unset = resolve(&SecretRef::Env("MLCI_TEST_NEVER_SET_42".into())).unwrap_err();
+        assert_eq!(
+            unset.to_string(),
+            "environment variable `MLCI_TEST_NEVER_SET_42` is not set"
+        );
+        let missing = dir.path().join("missing");
+        let error = resolve(&SecretRef::File(missing.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with(&format!("file {} cannot be read", missing.display())),
+            "{error}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let error = resolve(&SecretRef::File(file)).unwrap_err().to_string();
+        assert!(
+            error.ends_with("is empty") && !error.contains("hunter2"),
+            "{error}"
+        );
     }
 }

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use mlci_core::{ExperimentRecord, TrialRecord};
-use mlci_notify::{Delivery, MailConfig, Notification, Notifier, ReportLink, Secret, Security, SmtpConfig};
+use mlci_notify::{
+    Delivery, MailConfig, Notification, Notifier, ReportLink, SecretRef, Security, SmtpConfig,
+};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{secret_resolver, Config, ConfigError};
 
 /// The notifier's settings from mlci's configuration.
 pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
@@ -49,8 +51,8 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
                     "mail.smtp: set password_env or password_file, not both".into(),
                 ))
             }
-            (Some(var), None) => Some(Secret::Env(var.clone())),
-            (None, Some(path)) => Some(Secret::File(path.clone())),
+            (Some(var), None) => Some(SecretRef::Env(var.clone())),
+            (None, Some(path)) => Some(SecretRef::File(path.clone())),
             (None, None) => None,
         };
         smtp.ca_file = s.ca_file.clone();
@@ -62,9 +64,10 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
     Ok(mail)
 }
 
-/// The notifier for mlci's configuration; bad settings are errors naming the field.
+/// The notifier for mlci's configuration; bad settings are errors naming the field. The
+/// SMTP password is resolved by [`secret_resolver`] when a mail is sent.
 pub fn notifier(cfg: &Config) -> anyhow::Result<Notifier> {
-    Ok(Notifier::new(mail_config(cfg)?)?)
+    Ok(Notifier::new(mail_config(cfg)?, secret_resolver())?)
 }
 
 /// Mail the outcome of `exp` with the report attached.

@@ -1,21 +1,29 @@
 use std::ffi::OsString;
 
-use mlci_scm::{Credentials, RepoSpec, ResolvedCredentials, ScmError, DEFAULT_TOKEN_USERNAME};
+use mlci_scm::{
+    Credentials, RepoSpec, ResolvedCredentials, ScmError, SecretRef, SecretResolver, DEFAULT_TOKEN_USERNAME,
+};
+
+use crate::support::secrets;
 
 const SECRET: &str = "ghp_s3cr3t-value";
 
 fn token_env(var: &str) -> RepoSpec {
     RepoSpec::new("model", "https://git.example.com/o/model.git", "main").with_credentials(
         Credentials::Token {
-            env: Some(var.into()),
-            file: None,
+            token: SecretRef::Env(var.into()),
             username: None,
         },
     )
 }
 
-fn env_with(var: &'static str, value: &'static str) -> impl Fn(&str) -> Option<OsString> {
-    move |name| (name == var).then(|| OsString::from(value))
+fn env_with(var: &'static str, value: &'static str) -> SecretResolver {
+    secrets(move |name| (name == var).then(|| OsString::from(value)))
+}
+
+/// No variable is set.
+fn no_env() -> SecretResolver {
+    secrets(|_| None)
 }
 
 #[test]
@@ -23,7 +31,7 @@ fn a_token_is_read_from_the_environment_when_resolved() {
     let spec = token_env("MODEL_TOKEN");
     spec.validate().unwrap();
     match spec
-        .resolve_credentials_with(&env_with("MODEL_TOKEN", SECRET))
+        .resolve_credentials(&env_with("MODEL_TOKEN", SECRET))
         .unwrap()
     {
         Some(ResolvedCredentials::Token { username, token }) => {
@@ -33,16 +41,20 @@ fn a_token_is_read_from_the_environment_when_resolved() {
         other => panic!("{other:?}"),
     }
     let resolved = token_env("MODEL_TOKEN")
-        .resolve_credentials_with(&env_with("MODEL_TOKEN", SECRET))
+        .resolve_credentials(&env_with("MODEL_TOKEN", SECRET))
         .unwrap()
         .unwrap();
     let debug = format!("{resolved:?}");
     assert!(!debug.contains(SECRET) && debug.contains("***"), "{debug}");
 
-    // Without a lookup, the process environment is read. (PATH is always set; tests never set
-    // variables, since libgit2 reads the environment from other test threads.)
+    // With the process environment as the lookup (what the binary's resolver does), the
+    // process environment is read. (PATH is always set; tests never set variables, since
+    // libgit2 reads the environment from other test threads.)
     let path = std::env::var("PATH").unwrap();
-    match token_env("PATH").resolve_credentials().unwrap() {
+    match token_env("PATH")
+        .resolve_credentials(&secrets(|name| std::env::var_os(name)))
+        .unwrap()
+    {
         Some(ResolvedCredentials::Token { token, .. }) => assert_eq!(token.expose(), path),
         other => panic!("{other:?}"),
     }
@@ -55,13 +67,12 @@ fn a_token_is_read_from_a_file_less_its_newline() {
     std::fs::write(&path, format!("{SECRET}\n")).unwrap();
     let spec = RepoSpec::new("model", "https://git.example.com/o/model.git", "main").with_credentials(
         Credentials::Token {
-            env: None,
-            file: Some(path),
+            token: SecretRef::File(path),
             username: Some("ci-bot".into()),
         },
     );
     spec.validate().unwrap();
-    match spec.resolve_credentials_with(&|_| None).unwrap() {
+    match spec.resolve_credentials(&no_env()).unwrap() {
         Some(ResolvedCredentials::Token { username, token }) => {
             assert_eq!(username, "ci-bot");
             assert_eq!(token.expose(), SECRET);
@@ -73,7 +84,7 @@ fn a_token_is_read_from_a_file_less_its_newline() {
 #[test]
 fn unresolvable_references_are_named_without_values() {
     let error = token_env("MODEL_TOKEN")
-        .resolve_credentials_with(&|_| None)
+        .resolve_credentials(&no_env())
         .unwrap_err();
     assert!(matches!(error, ScmError::Credentials { .. }), "{error:?}");
     let message = error.to_string();
@@ -83,18 +94,17 @@ fn unresolvable_references_are_named_without_values() {
     );
 
     let error = token_env("MODEL_TOKEN")
-        .resolve_credentials_with(&env_with("MODEL_TOKEN", "\n"))
+        .resolve_credentials(&env_with("MODEL_TOKEN", "\n"))
         .unwrap_err();
     assert!(error.to_string().contains("is empty"), "{error}");
 
     let spec =
         RepoSpec::new("model", "git@example.com:o/model.git", "main").with_credentials(Credentials::SshKey {
             file: "/nonexistent/id_ed25519".into(),
-            passphrase_env: None,
-            passphrase_file: None,
+            passphrase: None,
         });
     spec.validate().unwrap();
-    let error = spec.resolve_credentials_with(&|_| None).unwrap_err();
+    let error = spec.resolve_credentials(&no_env()).unwrap_err();
     assert!(error.to_string().contains("/nonexistent/id_ed25519"), "{error}");
 }
 
@@ -106,12 +116,11 @@ fn an_ssh_key_resolves_with_its_passphrase_hidden() {
     let spec = RepoSpec::new("model", "ssh://git@example.com/o/model.git", "main").with_credentials(
         Credentials::SshKey {
             file: key.clone(),
-            passphrase_env: Some("KEY_PASSPHRASE".into()),
-            passphrase_file: None,
+            passphrase: Some(SecretRef::Env("KEY_PASSPHRASE".into())),
         },
     );
     let resolved = spec
-        .resolve_credentials_with(&env_with("KEY_PASSPHRASE", SECRET))
+        .resolve_credentials(&env_with("KEY_PASSPHRASE", SECRET))
         .unwrap()
         .unwrap();
     match &resolved {
@@ -127,7 +136,7 @@ fn an_ssh_key_resolves_with_its_passphrase_hidden() {
 #[test]
 fn specs_serialise_references_never_secrets() {
     let spec = token_env("MODEL_TOKEN");
-    spec.resolve_credentials_with(&env_with("MODEL_TOKEN", SECRET))
+    spec.resolve_credentials(&env_with("MODEL_TOKEN", SECRET))
         .unwrap();
     let json = serde_json::to_string(&spec).unwrap();
     assert_eq!(

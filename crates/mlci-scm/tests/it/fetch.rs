@@ -112,8 +112,7 @@ fn ssh_remotes_are_supported() {
     let url = "ssh://git@127.0.0.1:1/model.git";
     let spec = RepoSpec::new("model", url, "main").with_credentials(mlci_scm::Credentials::SshKey {
         file: key,
-        passphrase_env: None,
-        passphrase_file: None,
+        passphrase: None,
     });
     let (_root, scm) = scm();
     let error = scm.fetch(&spec).unwrap_err();

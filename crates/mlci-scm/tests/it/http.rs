@@ -7,9 +7,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-use mlci_scm::{Credentials, RepoSpec, ScmError};
+use mlci_scm::{Credentials, RepoSpec, ScmError, SecretRef};
 
-use crate::support::{read, scm, Upstream};
+use crate::support::{read, scm, secrets, Upstream};
 
 const SERVER: &str = r#"
 import base64, http.server, os, subprocess, sys
@@ -125,8 +125,7 @@ fn spec(server: &Server, credentials: Option<Credentials>) -> RepoSpec {
 
 fn token_in(var: &str, username: Option<&str>) -> Credentials {
     Credentials::Token {
-        env: Some(var.into()),
-        file: None,
+        token: SecretRef::Env(var.into()),
         username: username.map(str::to_owned),
     }
 }
@@ -145,11 +144,11 @@ fn a_token_from_an_environment_variable_authenticates_over_http() {
     };
     let (_root, scm) = scm();
     // The variables the specs reference, without touching the process environment.
-    let scm = scm.with_env(|name| match name {
+    let scm = scm.with_secrets(secrets(|name| match name {
         "REPO_TOKEN" => Some(TOKEN.into()),
         "WRONG_TOKEN" => Some("wrong-token".into()),
         _ => None,
-    });
+    }));
 
     // No credentials: the server's 401 is an authentication error naming the URL.
     let anonymous = spec(&server, None);

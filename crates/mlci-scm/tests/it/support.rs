@@ -1,9 +1,11 @@
 //! An upstream repository to fetch from, and an `Scm` over a fresh root.
 
+use std::ffi::OsString;
 use std::path::Path;
+use std::sync::Arc;
 
 use git2::{IndexAddOption, Repository, ResetType, Signature, Time};
-use mlci_scm::{RepoSpec, Scm};
+use mlci_scm::{RepoSpec, Scm, SecretRef, SecretResolver};
 use tempfile::TempDir;
 
 /// A non-bare repository on branch `main` that tests commit to.
@@ -87,4 +89,10 @@ pub fn scm() -> (TempDir, Scm) {
 
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A resolver like the binary's, reading files and looking variables up with `env` instead of
+/// the process environment (libgit2 reads that from other test threads).
+pub fn secrets(env: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> SecretResolver {
+    Arc::new(move |r: &SecretRef| r.resolve_with(&env, &|path| std::fs::read(path)))
 }

@@ -1,0 +1,300 @@
+//! Following one trial's service: its task's state (placed, running, ended), its log
+//! lines, the trial's timeout and a requested stop.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::models::{Task, TaskState};
+use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
+use bollard::Docker;
+use futures_util::StreamExt;
+use mlci_core::Control;
+
+use super::manager::{remove_and_wait, service_task};
+use super::{Placement, ServiceOutcome, TaskEnd, POLL};
+use crate::engine::{short, Lines};
+use crate::{ContainerError, ContainerSpec};
+
+/// After the task ended, how long the log stream may stay quiet before it is
+/// closed (a followed task log does not end by itself), and at most how long to drain it.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// A pending task that no node can take: Swarm's "no suitable node" message.
+/// `Some(true)` when only free resources are missing (it may wait for them).
+fn unplaceable(status_text: &str) -> Option<bool> {
+    let lower = status_text.to_lowercase();
+    lower
+        .contains("no suitable node")
+        .then(|| lower.contains("insufficient resources") && !lower.contains("constraint"))
+}
+
+fn task_text(task: &Task) -> String {
+    let status = task.status.as_ref();
+    let message = status.and_then(|s| s.message.clone()).unwrap_or_default();
+    let err = status.and_then(|s| s.err.clone()).unwrap_or_default();
+    match (message.is_empty(), err.is_empty()) {
+        (_, true) => message,
+        (true, false) => err,
+        (false, false) => format!("{message}: {err}"),
+    }
+}
+
+struct LogSink<'a> {
+    out: Lines,
+    err: Lines,
+    file: Option<&'a mut std::fs::File>,
+    stopped: bool,
+    stop_now: bool,
+}
+
+impl LogSink<'_> {
+    fn write(file: &mut Option<&mut std::fs::File>, line: &str) {
+        if let Some(f) = file.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn push(&mut self, item: LogOutput, on_line: &mut dyn FnMut(&str) -> Control) {
+        let Self {
+            out,
+            err,
+            file,
+            stopped,
+            stop_now,
+        } = self;
+        match item {
+            LogOutput::StdOut { message } => out.push(&message, |line| {
+                Self::write(file, line);
+                if !*stopped && !*stop_now && on_line(line) == Control::Stop {
+                    *stop_now = true;
+                }
+            }),
+            LogOutput::StdErr { message } => err.push(&message, |line| Self::write(file, line)),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, on_line: &mut dyn FnMut(&str) -> Control) {
+        let Self {
+            out,
+            err,
+            file,
+            stopped,
+            ..
+        } = self;
+        out.finish(|line| {
+            Self::write(file, line);
+            if !*stopped {
+                let _ = on_line(line);
+            }
+        });
+        err.finish(|line| Self::write(file, line));
+    }
+}
+
+pub(super) async fn follow_service(
+    docker: &Docker,
+    service: &str,
+    spec: &ContainerSpec,
+    placement: &Placement,
+    log: Option<&mut std::fs::File>,
+    on_start: &mut dyn FnMut(&str),
+    on_line: &mut dyn FnMut(&str) -> Control,
+) -> Result<ServiceOutcome, ContainerError> {
+    let created = Instant::now();
+    let mut outcome = ServiceOutcome {
+        service_id: service.to_owned(),
+        task_id: None,
+        node_id: None,
+        end: TaskEnd::Removed,
+        exit_code: None,
+        oom_killed: false,
+        message: String::new(),
+        stopped: false,
+        timed_out: false,
+        seconds: 0.0,
+    };
+    let mut sink = LogSink {
+        out: Lines::default(),
+        err: Lines::default(),
+        file: log,
+        stopped: false,
+        stop_now: false,
+    };
+    let mut logs = None;
+    let mut running_since: Option<Instant> = None;
+    let mut unplaced_since: Option<Instant> = None;
+    let mut last_task: Option<Task> = None;
+    let mut next_poll = Instant::now();
+    loop {
+        // Read output until the next poll of the task's state.
+        let wait = next_poll.saturating_duration_since(Instant::now());
+        match logs.as_mut() {
+            Some(stream) => match tokio::time::timeout(wait, StreamExt::next(stream)).await {
+                Ok(Some(Ok(item))) => sink.push(item, on_line),
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(service = short(service), error = %e, "task log stream broke");
+                    logs = None;
+                }
+                Ok(None) => logs = None,
+                Err(_) => {}
+            },
+            None => tokio::time::sleep(wait).await,
+        }
+        if sink.stop_now && !sink.stopped {
+            sink.stopped = true;
+            outcome.stopped = true;
+            tracing::info!(service = short(service), "trial stopped; removing its service");
+            remove_and_wait(docker, service).await?;
+            break;
+        }
+        if let (Some(since), Some(limit)) = (running_since, spec.timeout) {
+            if since.elapsed() >= limit {
+                outcome.timed_out = true;
+                tracing::warn!(service = short(service), "trial timed out; removing its service");
+                remove_and_wait(docker, service).await?;
+                break;
+            }
+        }
+        if Instant::now() < next_poll {
+            continue;
+        }
+        next_poll = Instant::now() + POLL;
+        let Some(task) = service_task(docker, service).await? else {
+            if created.elapsed() > placement.placement_grace {
+                outcome.message = "Swarm made no task for the service".into();
+                outcome.end = TaskEnd::Unplaced;
+                break;
+            }
+            continue;
+        };
+        let status = task.status.clone().unwrap_or_default();
+        let state = status.state.unwrap_or(TaskState::NEW);
+        let text = task_text(&task);
+        if outcome.task_id.is_none() {
+            outcome.task_id = task.id.clone();
+        }
+        outcome.node_id = task.node_id.clone().or(outcome.node_id.take());
+        match state {
+            TaskState::RUNNING if running_since.is_none() => {
+                running_since = Some(Instant::now());
+                let task_id = task.id.clone().unwrap_or_default();
+                tracing::debug!(
+                    service = short(service),
+                    task = short(&task_id),
+                    node = short(task.node_id.as_deref().unwrap_or_default()),
+                    "trial task running"
+                );
+                on_start(&task_id);
+                let options = LogsOptionsBuilder::default()
+                    .follow(true)
+                    .stdout(true)
+                    .stderr(true)
+                    .build();
+                logs = Some(Box::pin(docker.task_logs(&task_id, Some(options))));
+            }
+            TaskState::COMPLETE
+            | TaskState::FAILED
+            | TaskState::REJECTED
+            | TaskState::SHUTDOWN
+            | TaskState::ORPHANED
+            | TaskState::REMOVE => {
+                outcome.end = match state {
+                    TaskState::COMPLETE => TaskEnd::Complete,
+                    TaskState::FAILED => TaskEnd::Failed,
+                    TaskState::REJECTED => TaskEnd::Rejected,
+                    _ => TaskEnd::Shutdown,
+                };
+                outcome.message = text;
+                let container = status.container_status.unwrap_or_default();
+                // Ended between two polls: its whole log, not followed.
+                let ran = container.container_id.as_deref().is_some_and(|c| !c.is_empty());
+                if running_since.is_none() && ran {
+                    running_since = Some(Instant::now());
+                    let task_id = task.id.clone().unwrap_or_default();
+                    on_start(&task_id);
+                    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+                    logs = Some(Box::pin(docker.task_logs(&task_id, Some(options))));
+                }
+                outcome.exit_code = container.exit_code;
+                if let Some(cid) = container.container_id.filter(|c| !c.is_empty()) {
+                    // Only answers when the task ran on this node; elsewhere OOM reads as 137.
+                    if let Ok(c) = docker
+                        .inspect_container(&cid, None::<InspectContainerOptions>)
+                        .await
+                    {
+                        outcome.oom_killed = c.state.and_then(|s| s.oom_killed).unwrap_or(false);
+                    }
+                }
+                last_task = Some(task);
+                break;
+            }
+            TaskState::PENDING | TaskState::NEW | TaskState::ALLOCATED => match unplaceable(&text) {
+                Some(resources_only) => {
+                    let since = *unplaced_since.get_or_insert_with(Instant::now);
+                    let (limit, end) = if resources_only {
+                        (placement.queue_timeout, TaskEnd::Queued)
+                    } else {
+                        (placement.placement_grace, TaskEnd::Unplaced)
+                    };
+                    if since.elapsed() >= limit {
+                        outcome.message = text;
+                        outcome.end = end;
+                        break;
+                    }
+                }
+                None => unplaced_since = None,
+            },
+            _ => {}
+        }
+    }
+    // The task ended: drain what its log still holds (a followed task log never ends).
+    if let (Some(stream), false) = (logs.as_mut(), outcome.stopped || outcome.timed_out) {
+        let drain_until = Instant::now() + DRAIN_MAX;
+        while Instant::now() < drain_until {
+            match tokio::time::timeout(DRAIN_IDLE, StreamExt::next(stream)).await {
+                Ok(Some(Ok(item))) => sink.push(item, on_line),
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            }
+        }
+    }
+    sink.finish(on_line);
+    outcome.seconds = running_since.unwrap_or(created).elapsed().as_secs_f64();
+    if matches!(outcome.end, TaskEnd::Queued | TaskEnd::Unplaced) {
+        outcome.seconds = created.elapsed().as_secs_f64();
+    }
+    if let Some(task) = last_task {
+        tracing::debug!(
+            service = short(service),
+            task = short(task.id.as_deref().unwrap_or_default()),
+            end = ?outcome.end,
+            exit_code = ?outcome.exit_code,
+            "trial task ended"
+        );
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_messages_tell_constraints_from_resources() {
+        assert_eq!(
+            unplaceable("no suitable node (scheduling constraints not satisfied on 1 node)"),
+            Some(false)
+        );
+        assert_eq!(
+            unplaceable("no suitable node (insufficient resources on 3 nodes)"),
+            Some(true)
+        );
+        assert_eq!(
+            unplaceable("no suitable node (scheduling constraints not satisfied on 1 node; insufficient resources on 2 nodes)"),
+            Some(false)
+        );
+        assert_eq!(unplaceable("pending task scheduling"), None);
+    }
+}
