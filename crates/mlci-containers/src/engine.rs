@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use bollard::container::LogOutput;
@@ -209,6 +210,15 @@ impl Engine {
             })
     }
 
+    /// The id of an image that must be on the Engine (nothing is pulled); `hint` says how
+    /// to get it there.
+    pub(crate) fn require_image(&self, image: &str, hint: &str) -> Result<String, ContainerError> {
+        self.image_id(image)?.ok_or_else(|| ContainerError::Engine {
+            what: format!("image {image}"),
+            message: format!("not present on the Engine ({hint}; nothing is pulled)"),
+        })
+    }
+
     /// The image's id (`sha256:…`, the digest of its configuration), or `None` when absent.
     pub fn image_id(&self, tag: &str) -> Result<Option<String>, ContainerError> {
         match self.runtime.block_on(self.docker.inspect_image(tag)) {
@@ -338,16 +348,7 @@ impl Engine {
         on_line: &mut dyn FnMut(&str) -> Control,
     ) -> Result<RunOutcome, ContainerError> {
         spec.check()?;
-        let mut log = match &spec.log_file {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(ContainerError::io(path))?,
-            ),
-            None => None,
-        };
+        let mut log = crate::engine::open_log(spec.log_file.as_deref())?;
         let body = create_body(spec, self.cpus)?;
         let docker = &self.docker;
         self.runtime.block_on(async {
@@ -549,6 +550,18 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<(), ContainerErr
             e,
         )),
     }
+}
+
+/// The trial's log file, opened for appending, when it has one.
+pub(crate) fn open_log(path: Option<&Path>) -> Result<Option<std::fs::File>, ContainerError> {
+    path.map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(ContainerError::io(path))
+    })
+    .transpose()
 }
 
 #[cfg(test)]

@@ -28,11 +28,7 @@ impl ContainerExecutor {
     /// first with [`Engine::build_image`]); `owner` goes into every
     /// container's `mlci.owner` label.
     pub fn new(engine: Arc<Engine>, image: &str, owner: &str) -> Result<Self, ContainerError> {
-        let image_digest = engine.image_id(image)?.ok_or_else(|| ContainerError::Engine {
-            what: format!("image {image}"),
-            message: "not present on the Engine (build it from docker/Dockerfile.scratch; nothing is pulled)"
-                .into(),
-        })?;
+        let image_digest = engine.require_image(image, "build it from docker/Dockerfile.scratch")?;
         Ok(Self {
             engine,
             image: image.to_owned(),

@@ -247,7 +247,7 @@ pub(crate) fn model_trial_output(
     seconds: f64,
     image_digest: &str,
 ) -> Result<TrialOutput, Failure> {
-    let mut output = TrialOutput {
+    let output = TrialOutput {
         steps,
         stopped,
         seconds,
@@ -269,21 +269,10 @@ pub(crate) fn model_trial_output(
     })?;
     let trained: TrainingOutcome = serde_json::from_str(&text)
         .map_err(|e| Failure::new(FailureKind::NoMetrics, format!("{}: {e}", metrics.display())))?;
-    let b = &trained.best;
-    output.steps = trained.history.iter().map(StepMetrics::from).collect();
-    output.final_values = [
-        ("val_accuracy", b.val_accuracy),
-        ("val_loss", b.val_loss),
-        ("accuracy", b.accuracy),
-        ("loss", b.loss),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    output.param_count = Some(trained.param_count);
-    output.stopped = trained.stop_reason == mlci_core::StopReason::Stopped;
-    output.seconds = trained.total_seconds;
-    Ok(output)
+    Ok(TrialOutput {
+        image_digest: output.image_digest,
+        ..TrialOutput::from_training(&trained)
+    })
 }
 
 #[cfg(test)]

@@ -79,6 +79,30 @@ pub struct TrialOutput {
     pub image_digest: Option<String>,
 }
 
+impl TrialOutput {
+    /// The output of a finished training run of mlci's own trainer: its epochs as steps,
+    /// its best epoch's metrics as final values.
+    pub fn from_training(trained: &crate::TrainingOutcome) -> Self {
+        let b = &trained.best;
+        TrialOutput {
+            steps: trained.history.iter().map(StepMetrics::from).collect(),
+            final_values: [
+                ("val_accuracy", b.val_accuracy),
+                ("val_loss", b.val_loss),
+                ("accuracy", b.accuracy),
+                ("loss", b.loss),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            param_count: Some(trained.param_count),
+            stopped: trained.stop_reason == crate::StopReason::Stopped,
+            seconds: trained.total_seconds,
+            image_digest: None,
+        }
+    }
+}
+
 /// Runs trials. Implementations block until the trial ends; the tuner calls
 /// them from worker threads. `on_step` is called after every step; when it
 /// returns [`Control::Stop`] the run must end soon after with `stopped`.

@@ -144,22 +144,6 @@ impl Executor for InProcessExecutor {
                 ));
             }
         };
-        let b = &outcome.best;
-        Ok(TrialOutput {
-            steps: outcome.history.iter().map(StepMetrics::from).collect(),
-            final_values: [
-                ("val_accuracy", b.val_accuracy),
-                ("val_loss", b.val_loss),
-                ("accuracy", b.accuracy),
-                ("loss", b.loss),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-            param_count: Some(outcome.param_count),
-            stopped: outcome.stop_reason == mlci_core::StopReason::Stopped,
-            seconds: outcome.total_seconds,
-            image_digest: None,
-        })
+        Ok(TrialOutput::from_training(&outcome))
     }
 }

@@ -115,16 +115,7 @@ impl Engine {
             .filter(|n| n.schedulable())
             .map(|n| n.cpus)
             .fold(0.0, f64::max);
-        let mut log = match &spec.log_file {
-            Some(path) => Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(ContainerError::io(path))?,
-            ),
-            None => None,
-        };
+        let mut log = crate::engine::open_log(spec.log_file.as_deref())?;
         // Bind sources as absolute, resolved paths (the same path on every node).
         let mut spec = spec.clone();
         for m in &mut spec.mounts {

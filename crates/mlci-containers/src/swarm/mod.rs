@@ -243,13 +243,10 @@ impl SwarmExecutor {
         // Made once here, before parallel trials could race to create it twice
         // (older Engines allow two networks of one name).
         engine.block_on(ensure_isolated_network(engine.docker()))?;
-        let image_digest = engine.image_id(image)?.ok_or_else(|| ContainerError::Engine {
-            what: format!("image {image}"),
-            message:
-                "not present on the Engine (build it from docker/Dockerfile.scratch and load it on every \
-                      swarm node; nothing is pulled)"
-                    .into(),
-        })?;
+        let image_digest = engine.require_image(
+            image,
+            "build it from docker/Dockerfile.scratch and load it on every swarm node",
+        )?;
         Ok(Self {
             engine,
             image: image.to_owned(),
