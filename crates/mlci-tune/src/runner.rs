@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlci_core::{
-    apply_params, Control, Direction, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec,
-    ExperimentState, Failure, FailureKind, Params, Prefer, Provenance, StepMetrics, Store, StoreError,
-    TrialRecord, TrialRequest, TrialState, TrialWork,
+    apply_params, Control, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState,
+    ExperimentSummary, Failure, FailureKind, Params, Provenance, StepMetrics, Store, StoreError, TrialRecord,
+    TrialRequest, TrialState, TrialWork,
 };
 
 use crate::pruner::{pruner_for, Pruner};
@@ -692,11 +692,7 @@ impl<'a> Tuner<'a> {
         s.exp.wall_seconds = s.wall_seconds();
         s.exp.updated_at = now();
         s.exp.best_trial = best_trial(spec, &s.trials);
-        let best = s
-            .exp
-            .best_trial
-            .and_then(|n| s.trials.iter().find(|t| t.number == n))
-            .and_then(|t| t.value);
+        let best = ExperimentSummary::new(&s.exp, &s.trials).best_value;
         let metric = &spec.objective.metric;
         let best_text = best
             .map(|v| format!("best {metric} {v:.4}"))
@@ -751,35 +747,7 @@ impl<'a> Tuner<'a> {
 }
 
 /// The trial to report: the best value, or with `prefer`, the cheapest of
-/// those meeting the goal.
+/// those meeting the goal ([`ExperimentSummary::choose`]).
 pub fn best_trial(spec: &ExperimentSpec, trials: &[TrialRecord]) -> Option<u32> {
-    let dir: Direction = spec.objective.direction;
-    let scored: Vec<&TrialRecord> = trials
-        .iter()
-        .filter(|t| matches!(t.state, TrialState::Completed | TrialState::Pruned) && t.value.is_some())
-        .collect();
-    let best = scored.iter().copied().reduce(|a, b| {
-        if dir.better(b.value.unwrap_or(f64::NAN), a.value.unwrap_or(f64::NAN)) {
-            b
-        } else {
-            a
-        }
-    })?;
-    let goal = spec.objective.goal;
-    let meeting: Vec<&TrialRecord> = scored
-        .iter()
-        .copied()
-        .filter(|t| {
-            t.state == TrialState::Completed
-                && goal.is_some_and(|g| dir.meets(t.value.unwrap_or(f64::NAN), g))
-        })
-        .collect();
-    let cheapest = match spec.objective.prefer {
-        Prefer::Best => None,
-        Prefer::FewestParams => meeting
-            .iter()
-            .min_by_key(|t| (t.param_count.unwrap_or(usize::MAX), t.number)),
-        Prefer::FewestSeconds => meeting.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds)),
-    };
-    Some(cheapest.map(|t| t.number).unwrap_or(best.number))
+    ExperimentSummary::choose(&spec.objective, trials)
 }
