@@ -85,7 +85,7 @@ fn direction_word(s: &Summary<'_>) -> &'static str {
 
 fn header(o: &mut String, s: &Summary<'_>) {
     let state = s.exp.state;
-    let verdict = match (state, s.best_value()) {
+    let verdict = match (state, s.best_value) {
         (ExperimentState::Succeeded, Some(v)) => format!(
             "Goal met: {} = {} at trial {}",
             esc(s.metric),
@@ -156,10 +156,10 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
             format!("{} {}", direction_word(s), esc(s.metric)),
         ),
     }
-    match (s.best, s.best_value()) {
+    match (s.best, s.best_value) {
         (Some(b), Some(v)) => {
             let mut sub = format!("trial {}", b.number);
-            if let Some(n) = s.first_to_goal().filter(|n| *n != b.number) {
+            if let Some(n) = s.first_to_goal.filter(|n| *n != b.number) {
                 w!(sub, " · goal first met by trial {n}");
             }
             stat(o, "Best value", value(v), sub);
@@ -168,8 +168,8 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
     }
     let budget = s.exp.spec.budget.max_trials;
     let mut sub = format!("of at most {budget}");
-    if s.unfinished > 0 {
-        w!(sub, " · {} running or pending", s.unfinished);
+    if s.unfinished() > 0 {
+        w!(sub, " · {} running or pending", s.unfinished());
     }
     stat(o, "Trials run", s.finished().to_string(), sub);
     let meeting = s
@@ -348,7 +348,7 @@ fn progress(o: &mut String, s: &Summary<'_>) {
         return;
     };
     let first = s.trials[0].number;
-    let best_so_far = s.best_so_far();
+    let best_so_far = &s.best_so_far;
     let mut ys: Vec<f64> = s
         .trials
         .iter()
@@ -411,7 +411,7 @@ fn progress(o: &mut String, s: &Summary<'_>) {
             &tip(s, t),
         );
     }
-    if let (Some(b), Some(v)) = (s.best, s.best_value()) {
+    if let (Some(b), Some(v)) = (s.best, s.best_value) {
         c.halo(f64::from(b.number), v, color::BEST);
     }
     legend_states(&mut c, s);
