@@ -46,12 +46,17 @@ impl ContainerExecutor {
 }
 
 /// An epoch line of the trainer's stdout (`{"event":"epoch",…}`), if this is one.
+/// An event line this mlci cannot read (an unknown kind, a newer protocol
+/// version, a malformed epoch) is logged and skipped, never misread.
 pub fn parse_epoch(line: &str) -> Option<EpochMetrics> {
-    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
-    if v.get("event")?.as_str()? != "epoch" {
-        return None;
+    match mlci_core::protocol::parse_line(line) {
+        Ok(Some(mlci_core::protocol::Event::Epoch(e))) => Some(e.metrics),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("skipping a line of the trainer's output: {e}");
+            None
+        }
     }
-    serde_json::from_value(v).ok()
 }
 
 /// Collects the trainer's epoch lines into steps and hands each to the tuner (for both
@@ -125,5 +130,10 @@ mod tests {
         assert_eq!(m.val_accuracy, 0.65);
         assert!(parse_epoch(r#"{"event":"result","best_epoch":2}"#).is_none());
         assert!(parse_epoch("INFO training").is_none());
+        let newer = line.replace(r#""event":"epoch","#, r#""event":"epoch","v":2,"#);
+        assert!(
+            parse_epoch(&newer).is_none(),
+            "a newer protocol version is not misread"
+        );
     }
 }

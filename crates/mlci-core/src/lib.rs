@@ -1,8 +1,9 @@
 //! `mlci-core`: the domain at the centre of mlci.
 //!
 //! Model specs, hyperparameters, epoch metrics and training outcomes;
-//! experiment specs, trials and their records; and the traits adapters
-//! implement ([`Executor`], [`Store`]). **Invariant:** this crate does no IO
+//! experiment specs, trials and their records; the [`ExperimentSummary`]
+//! every report shows; the JSON lines [`protocol`] of mlci's output; and the
+//! traits adapters implement ([`Executor`], [`Store`]). **Invariant:** this crate does no IO
 //! (no files, network, clocks or environment), so everything in it is
 //! deterministic and can only fail through its return values. Adapters
 //! (`mlci-train`, `mlci-tune`, `mlci-store`, …) depend on it, never the other
@@ -15,9 +16,11 @@ mod layout;
 mod metrics;
 mod params;
 mod ports;
+pub mod protocol;
 mod run;
 mod secret;
 mod spec;
+mod summary;
 mod trial;
 
 pub use environment::{
@@ -40,6 +43,7 @@ pub use spec::{
     limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, ModelSpec, Monitor,
     OptimizerKind, Padding, TrainingConfig,
 };
+pub use summary::ExperimentSummary;
 pub use trial::{
     Event, ExperimentRecord, ExperimentState, Failure, FailureKind, Provenance, StepMetrics, TrialRecord,
     TrialState,

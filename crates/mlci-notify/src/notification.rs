@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use mlci_core::{Direction, ExperimentRecord, ExperimentState, ParamValue, TrialRecord, TrialState};
+use mlci_core::{
+    Direction, ExperimentRecord, ExperimentState, ExperimentSummary, ParamValue, TrialRecord, TrialState,
+};
 
 use crate::NotifyError;
 
@@ -106,37 +108,17 @@ fn mime_for(path: &Path) -> &'static str {
     }
 }
 
-/// The facts every part of the message is written from.
+/// The facts every part of the message is written from: the experiment's
+/// [`ExperimentSummary`] and the parameter columns.
 struct Summary<'a> {
     exp: &'a ExperimentRecord,
-    metric: &'a str,
-    goal: Option<f64>,
-    /// Trials by number.
-    trials: Vec<&'a TrialRecord>,
-    best: Option<&'a TrialRecord>,
+    summary: ExperimentSummary<'a>,
     /// Search-space keys first, then any other parameter a trial had.
     param_keys: Vec<&'a str>,
 }
 
 impl<'a> Summary<'a> {
     fn new(exp: &'a ExperimentRecord, trials: &'a [TrialRecord]) -> Self {
-        let objective = &exp.spec.objective;
-        let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
-        sorted.sort_by_key(|t| t.number);
-        let scored = |t: &&TrialRecord| t.state != TrialState::Failed && t.value.is_some_and(f64::is_finite);
-        let best = exp
-            .best_trial
-            .and_then(|n| sorted.iter().copied().filter(scored).find(|t| t.number == n))
-            .or_else(|| {
-                sorted.iter().copied().filter(scored).reduce(|a, b| {
-                    let (va, vb) = (a.value.unwrap_or(f64::NAN), b.value.unwrap_or(f64::NAN));
-                    if objective.direction.better(vb, va) {
-                        b
-                    } else {
-                        a
-                    }
-                })
-            });
         let mut param_keys: Vec<&str> = exp.spec.search_space.keys().map(String::as_str).collect();
         let extra: BTreeSet<&str> = trials
             .iter()
@@ -146,10 +128,7 @@ impl<'a> Summary<'a> {
         param_keys.extend(extra);
         Self {
             exp,
-            metric: &objective.metric,
-            goal: objective.goal,
-            trials: sorted,
-            best,
+            summary: ExperimentSummary::new(exp, trials),
             param_keys,
         }
     }
@@ -168,20 +147,28 @@ impl<'a> Summary<'a> {
     }
 
     fn count(&self, state: TrialState) -> usize {
-        self.trials.iter().filter(|t| t.state == state).count()
+        let s = &self.summary;
+        match state {
+            TrialState::Pending => s.pending,
+            TrialState::Running => s.running,
+            TrialState::Completed => s.completed,
+            TrialState::Pruned => s.pruned,
+            TrialState::Failed => s.failed,
+        }
     }
 
     fn finished(&self) -> usize {
-        self.trials.iter().filter(|t| t.state.is_finished()).count()
+        self.summary.finished()
     }
 
     fn best_value(&self) -> Option<f64> {
-        self.best.and_then(|t| t.value)
+        self.summary.best_value
     }
 
     /// ` (goal 0.80)`, or nothing without a goal.
     fn goal_suffix(&self) -> String {
-        self.goal
+        self.summary
+            .goal
             .map(|g| format!(" (goal {})", fmt_goal(g)))
             .unwrap_or_default()
     }
@@ -190,7 +177,7 @@ impl<'a> Summary<'a> {
     fn headline(&self) -> String {
         let after = plural(self.finished(), "trial");
         let goal = self.goal_suffix();
-        let metric = self.metric;
+        let metric = self.summary.metric;
         match (self.exp.state, self.best_value()) {
             (ExperimentState::Succeeded, Some(v)) => {
                 format!("goal met, {metric} {}{goal} after {after}", fmt_value(v))
@@ -234,22 +221,22 @@ impl<'a> Summary<'a> {
             Direction::Maximize => "maximize",
             Direction::Minimize => "minimize",
         };
-        match self.goal {
-            Some(g) => format!("{direction} {}, goal {}", self.metric, fmt_goal(g)),
-            None => format!("{direction} {}, no goal", self.metric),
+        match self.summary.goal {
+            Some(g) => format!("{direction} {}, goal {}", self.summary.metric, fmt_goal(g)),
+            None => format!("{direction} {}, no goal", self.summary.metric),
         }
     }
 
     fn best_line(&self) -> String {
-        match self.best {
+        match self.summary.best {
             Some(t) => format!(
                 "trial {}: {} {} in {}",
                 t.number,
-                self.metric,
+                self.summary.metric,
                 fmt_value(t.value.unwrap_or(f64::NAN)),
                 fmt_seconds(t.seconds)
             ),
-            None => format!("none (no trial reported {})", self.metric),
+            None => format!("none (no trial reported {})", self.summary.metric),
         }
     }
 
@@ -297,11 +284,12 @@ impl<'a> Summary<'a> {
     }
 
     fn is_best(&self, t: &TrialRecord) -> bool {
-        self.best.is_some_and(|b| b.number == t.number)
+        self.summary.best.is_some_and(|b| b.number == t.number)
     }
 
     fn failures(&self) -> Vec<(u32, String)> {
-        self.trials
+        self.summary
+            .trials
             .iter()
             .filter_map(|t| {
                 t.failure
@@ -319,7 +307,7 @@ impl<'a> Summary<'a> {
         for (label, value) in &overview {
             let _ = writeln!(out, "{label:<width$}  {value}");
         }
-        if let Some(best) = self.best {
+        if let Some(best) = self.summary.best {
             let _ = writeln!(out, "\nBest parameters (trial {})", best.number);
             if best.params.is_empty() {
                 let _ = writeln!(out, "  (none)");
@@ -330,11 +318,12 @@ impl<'a> Summary<'a> {
             }
         }
         let _ = writeln!(out, "\nTrials");
-        if self.trials.is_empty() {
+        if self.summary.trials.is_empty() {
             let _ = writeln!(out, "  (none yet)");
         } else {
-            let header = ["", "#", "state", self.metric, "seconds", "parameters"];
+            let header = ["", "#", "state", self.summary.metric, "seconds", "parameters"];
             let rows: Vec<[String; 6]> = self
+                .summary
                 .trials
                 .iter()
                 .map(|t| {
@@ -427,7 +416,7 @@ impl<'a> Summary<'a> {
         }
         out.push_str("</table>\n");
 
-        if let Some(best) = self.best {
+        if let Some(best) = self.summary.best {
             let _ = writeln!(out, "<h3>Best parameters (trial {})</h3>", best.number);
             out.push_str("<table style=\"border-collapse:collapse\">\n");
             for key in self.param_keys.iter().filter(|k| best.params.contains_key(**k)) {
@@ -442,7 +431,7 @@ impl<'a> Summary<'a> {
         }
 
         out.push_str("<h3>Trials</h3>\n");
-        if self.trials.is_empty() {
+        if self.summary.trials.is_empty() {
             out.push_str("<p>None yet.</p>\n");
         } else {
             out.push_str("<table style=\"border-collapse:collapse\">\n<tr>");
@@ -450,13 +439,13 @@ impl<'a> Summary<'a> {
                 out,
                 "<th style=\"{NUM}\">#</th><th style=\"{CELL}\">state</th><th style=\"{NUM}\">{}</th>\
                  <th style=\"{NUM}\">seconds</th>",
-                esc(self.metric)
+                esc(self.summary.metric)
             );
             for key in &self.param_keys {
                 let _ = write!(out, "<th style=\"{CELL}\">{}</th>", esc(key));
             }
             out.push_str("</tr>\n");
-            for t in &self.trials {
+            for t in &self.summary.trials {
                 let row_style = if self.is_best(t) {
                     " style=\"background:#e6f4ea;font-weight:bold\""
                 } else {

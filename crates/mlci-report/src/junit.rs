@@ -100,7 +100,7 @@ pub(crate) fn render(s: &Summary<'_>) -> String {
     if let Some(b) = s.best {
         prop("best.trial", &b.number.to_string());
     }
-    if let Some(v) = s.best_value() {
+    if let Some(v) = s.best_value {
         prop("best.value", &v.to_string());
     }
     o.push_str("  </properties>\n");
@@ -287,7 +287,7 @@ fn experiment_case(s: &Summary<'_>) -> Case {
             s.metric
         ),
     };
-    let best = match (s.best, s.best_value()) {
+    let best = match (s.best, s.best_value) {
         (Some(t), Some(v)) => format!("best {} {} at trial {}", s.metric, num(v), t.number),
         _ => "no completed trial".to_owned(),
     };
@@ -309,7 +309,7 @@ fn experiment_case(s: &Summary<'_>) -> Case {
             ),
         },
         ExperimentState::BudgetExhausted => match s.goal {
-            Some(g) if !s.meets_goal(s.best_value()) => Verdict::Failure {
+            Some(g) if !s.meets_goal(s.best_value) => Verdict::Failure {
                 kind: "goal_not_met".into(),
                 message: format!(
                     "goal {} {} {} not met after {ran}; {best}",

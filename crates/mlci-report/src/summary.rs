@@ -1,91 +1,28 @@
-//! What every report says, computed once from the records: counts, the best
-//! trial, best-so-far, the order of the trial table.
+//! What every report says: [`ExperimentSummary`] (counts, the chosen trial,
+//! best-so-far, computed in `mlci-core` for every view of an experiment)
+//! and what only the reports need (the order of the trial table, goal
+//! operators, parameter columns).
 
 use std::cmp::Ordering;
+use std::ops::Deref;
 
-use mlci_core::{Direction, ExperimentRecord, TrialRecord, TrialState};
+use mlci_core::{Direction, ExperimentRecord, ExperimentSummary, TrialRecord, TrialState};
 
-/// The facts of an experiment the reports share.
-pub(crate) struct Summary<'a> {
-    pub exp: &'a ExperimentRecord,
-    pub metric: &'a str,
-    pub direction: Direction,
-    pub goal: Option<f64>,
-    /// By trial number.
-    pub trials: Vec<&'a TrialRecord>,
-    pub completed: usize,
-    pub pruned: usize,
-    pub failed: usize,
-    /// Pending or running.
-    pub unfinished: usize,
-    /// The chosen trial: the experiment's `best_trial`, else the best
-    /// completed value.
-    pub best: Option<&'a TrialRecord>,
+/// The facts of an experiment the reports share: the core summary, and the
+/// reports' own helpers over it.
+pub(crate) struct Summary<'a>(ExperimentSummary<'a>);
+
+impl<'a> Deref for Summary<'a> {
+    type Target = ExperimentSummary<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl<'a> Summary<'a> {
     pub fn new(exp: &'a ExperimentRecord, trials: &'a [TrialRecord]) -> Self {
-        let objective = &exp.spec.objective;
-        let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
-        sorted.sort_by_key(|t| t.number);
-        let count = |s: TrialState| sorted.iter().filter(|t| t.state == s).count();
-        let (completed, pruned, failed) = (
-            count(TrialState::Completed),
-            count(TrialState::Pruned),
-            count(TrialState::Failed),
-        );
-        let mut summary = Summary {
-            exp,
-            metric: &objective.metric,
-            direction: objective.direction,
-            goal: objective.goal.filter(|g| g.is_finite()),
-            unfinished: sorted.len() - completed - pruned - failed,
-            trials: sorted,
-            completed,
-            pruned,
-            failed,
-            best: None,
-        };
-        summary.best = exp
-            .best_trial
-            .and_then(|n| summary.trials.iter().copied().find(|t| t.number == n))
-            .or_else(|| {
-                summary
-                    .trials
-                    .iter()
-                    .copied()
-                    .filter(|t| t.state == TrialState::Completed && finite(t.value).is_some())
-                    .min_by(|a, b| summary.cmp_values(a.value, b.value))
-            });
-        summary
-    }
-
-    pub fn finished(&self) -> usize {
-        self.completed + self.pruned + self.failed
-    }
-
-    pub fn best_value(&self) -> Option<f64> {
-        self.best.and_then(|t| finite(t.value))
-    }
-
-    /// `Less` when `a` is the better value; missing or non-finite values last.
-    pub fn cmp_values(&self, a: Option<f64>, b: Option<f64>) -> Ordering {
-        match (finite(a), finite(b)) {
-            (Some(a), Some(b)) => match self.direction {
-                Direction::Maximize => b.total_cmp(&a),
-                Direction::Minimize => a.total_cmp(&b),
-            },
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        }
-    }
-
-    pub fn meets_goal(&self, value: Option<f64>) -> bool {
-        match (finite(value), self.goal) {
-            (Some(v), Some(g)) => self.direction.meets(v, g),
-            _ => false,
-        }
+        Self(ExperimentSummary::new(exp, trials))
     }
 
     /// `>=` or `<=`: how a value must compare with the goal.
@@ -102,35 +39,6 @@ impl<'a> Summary<'a> {
             Direction::Maximize => ">=",
             Direction::Minimize => "<=",
         }
-    }
-
-    /// The best completed value after each trial, by trial number (trials
-    /// before the first completed one are absent). Pruned trials do not
-    /// count: their values come from partial curves.
-    pub fn best_so_far(&self) -> Vec<(u32, f64)> {
-        let mut best: Option<f64> = None;
-        let mut out = Vec::new();
-        for t in &self.trials {
-            if t.state == TrialState::Completed {
-                if let Some(v) = finite(t.value) {
-                    if best.is_none_or(|b| self.direction.better(v, b)) {
-                        best = Some(v);
-                    }
-                }
-            }
-            if let Some(b) = best {
-                out.push((t.number, b));
-            }
-        }
-        out
-    }
-
-    /// The first trial (by number) whose completed value met the goal.
-    pub fn first_to_goal(&self) -> Option<u32> {
-        self.trials
-            .iter()
-            .find(|t| t.state == TrialState::Completed && self.meets_goal(t.value))
-            .map(|t| t.number)
     }
 
     /// Trials in the order of the trial table: the chosen best first, then

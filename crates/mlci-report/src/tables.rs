@@ -50,14 +50,14 @@ fn to_string(rows: Vec<Vec<String>>) -> String {
 pub(crate) fn plot(s: &Summary<'_>) -> String {
     let trial_seconds: f64 = s.trials.iter().map(|t| t.seconds).filter(|x| x.is_finite()).sum();
     let row = vec![
-        number(s.best_value()),
+        number(s.best_value),
         number(s.goal),
         s.finished().to_string(),
         s.completed.to_string(),
         s.pruned.to_string(),
         s.failed.to_string(),
         s.best.map_or_else(String::new, |t| t.number.to_string()),
-        s.first_to_goal().map_or_else(String::new, |n| n.to_string()),
+        s.first_to_goal.map_or_else(String::new, |n| n.to_string()),
         minutes(s.exp.wall_seconds),
         minutes(trial_seconds),
     ];

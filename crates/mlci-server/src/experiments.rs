@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use mlci_core::{
-    Direction, Event, ExperimentRecord, ExperimentState, StepMetrics, Store, StoreError, TrialRecord,
-    TrialState,
+    Direction, Event, ExperimentRecord, ExperimentState, ExperimentSummary, StepMetrics, Store, StoreError,
+    TrialRecord,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -51,50 +51,11 @@ fn finite(value: Option<f64>) -> Option<f64> {
     value.filter(|v| v.is_finite())
 }
 
-/// The chosen trial's value: the experiment's `best_trial`, else the best completed value
-/// (as the reports choose it).
-fn best_value(exp: &ExperimentRecord, trials: &[TrialRecord]) -> Option<f64> {
-    let direction = exp.spec.objective.direction;
-    exp.best_trial
-        .and_then(|n| trials.iter().find(|t| t.number == n))
-        .and_then(|t| finite(t.value))
-        .or_else(|| {
-            trials
-                .iter()
-                .filter(|t| t.state == TrialState::Completed)
-                .filter_map(|t| finite(t.value))
-                .reduce(|best, v| if direction.better(v, best) { v } else { best })
-        })
-}
-
-/// The best completed value after each trial, by trial number (trials before the first
-/// completed one are absent; pruned trials do not count: their curves are partial).
-fn best_so_far(direction: Direction, trials: &[TrialRecord]) -> Vec<(u32, f64)> {
-    let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
-    sorted.sort_by_key(|t| t.number);
-    let mut best: Option<f64> = None;
-    let mut out = Vec::new();
-    for t in sorted {
-        if t.state == TrialState::Completed {
-            if let Some(v) = finite(t.value) {
-                if best.is_none_or(|b| direction.better(v, b)) {
-                    best = Some(v);
-                }
-            }
-        }
-        if let Some(b) = best {
-            out.push((t.number, b));
-        }
-    }
-    out
-}
-
-/// The summary of an experiment, as listed.
-fn summary_json(exp: &ExperimentRecord, trials: &[TrialRecord]) -> Value {
+/// The summary of an experiment, as listed. `best_value` and `goal_met` are the
+/// [`ExperimentSummary`]'s (the chosen trial's, as the reports show them);
+/// `best_trial` is the one the tuner stored (`null` until it ends).
+fn summary_json(exp: &ExperimentRecord, summary: &ExperimentSummary<'_>) -> Value {
     let objective = &exp.spec.objective;
-    let best = best_value(exp, trials);
-    let goal = finite(objective.goal);
-    let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
     json!({
         "id": exp.id,
         "name": exp.spec.name,
@@ -105,16 +66,16 @@ fn summary_json(exp: &ExperimentRecord, trials: &[TrialRecord]) -> Value {
         "objective": {
             "metric": objective.metric,
             "direction": direction_str(objective.direction),
-            "goal": goal,
+            "goal": summary.goal,
         },
         "best_trial": exp.best_trial,
-        "best_value": best,
-        "goal_met": matches!((best, goal), (Some(b), Some(g)) if objective.direction.meets(b, g)),
-        "trial_count": trials.len(),
-        "trials_completed": count(TrialState::Completed),
-        "trials_pruned": count(TrialState::Pruned),
-        "trials_failed": count(TrialState::Failed),
-        "trials_running": count(TrialState::Running),
+        "best_value": summary.best_value,
+        "goal_met": summary.goal_met,
+        "trial_count": summary.trials.len(),
+        "trials_completed": summary.completed,
+        "trials_pruned": summary.pruned,
+        "trials_failed": summary.failed,
+        "trials_running": summary.running,
         "max_trials": exp.spec.budget.max_trials,
         "wall_seconds": exp.wall_seconds,
     })
@@ -148,7 +109,8 @@ fn detail_json(exp: &ExperimentRecord, trials: &[TrialRecord], events: &[Event])
     let has_objective = trials
         .iter()
         .any(|t| t.steps.iter().any(|s| s.values.contains_key(metric)));
-    let mut body = summary_json(exp, trials);
+    let summary = ExperimentSummary::new(exp, trials);
+    let mut body = summary_json(exp, &summary);
     body["curve_metric"] = json!(if has_objective {
         metric
     } else {
@@ -156,8 +118,9 @@ fn detail_json(exp: &ExperimentRecord, trials: &[TrialRecord], events: &[Event])
     });
     body["algorithm"] = serde_json::to_value(exp.spec.algorithm.name).unwrap_or(Value::Null);
     body["trials"] = trials.iter().map(trial_json).collect();
-    body["best_so_far"] = best_so_far(exp.spec.objective.direction, trials)
-        .into_iter()
+    body["best_so_far"] = summary
+        .best_so_far
+        .iter()
         .map(|(trial, value)| json!({"trial": trial, "value": value}))
         .collect();
     body["events"] = events.iter().map(event_json).collect();
@@ -194,7 +157,7 @@ impl SummaryCache {
                 .flatten();
             let summary = match cached {
                 Some(v) => v,
-                None => summary_json(exp, &store.trials(&exp.id)?),
+                None => summary_json(exp, &ExperimentSummary::new(exp, &store.trials(&exp.id)?)),
             };
             if finished {
                 fresh.insert(exp.id.clone(), (exp.updated_at, summary.clone()));

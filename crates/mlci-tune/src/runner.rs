@@ -16,13 +16,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlci_core::{
-    apply_params, Control, Direction, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec,
-    ExperimentState, Failure, FailureKind, Params, Prefer, Provenance, StepMetrics, Store, StoreError,
-    TrialRecord, TrialRequest, TrialState, TrialWork,
+    apply_params, Control, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState,
+    Failure, FailureKind, Params, Provenance, StepMetrics, Store, StoreError, TrialRecord, TrialRequest,
+    TrialState, TrialWork,
 };
 
 use crate::pruner::{pruner_for, Pruner};
 use crate::sampler::{sampler_for, Sampler};
+
+mod end;
+
+pub use end::best_trial;
 
 /// Why the loop could not run (as opposed to trials failing, which is an
 /// outcome recorded in the experiment).
@@ -679,104 +683,4 @@ impl<'a> Tuner<'a> {
             s.stop = Some((ExperimentState::Failed, msg));
         }
     }
-
-    fn finish(
-        &self,
-        spec: &ExperimentSpec,
-        s: &mut Shared,
-        progress: &dyn Fn(&Progress),
-    ) -> Result<(), TuneError> {
-        s.exp.wall_seconds = s.wall_seconds();
-        s.exp.updated_at = now();
-        s.exp.best_trial = best_trial(spec, &s.trials);
-        let best = s
-            .exp
-            .best_trial
-            .and_then(|n| s.trials.iter().find(|t| t.number == n))
-            .and_then(|t| t.value);
-        let metric = &spec.objective.metric;
-        let best_text = best
-            .map(|v| format!("best {metric} {v:.4}"))
-            .unwrap_or_else(|| "no result".into());
-        if self.cancelled() {
-            s.exp.message = Some("interrupted; resume to continue".into());
-            self.store.update_experiment(&s.exp)?;
-            return Ok(());
-        }
-        let (state, message) = if let Some(n) = s.goal_trial {
-            let goal = spec.objective.goal.unwrap_or_default();
-            (
-                ExperimentState::Succeeded,
-                format!("goal {goal} met by trial {n}; {best_text}"),
-            )
-        } else if let Some((state, why)) = s.stop.clone() {
-            (state, format!("{why}; {best_text}"))
-        } else if s.trials.iter().any(|t| !t.state.is_finished()) {
-            // Workers ended with trials unfinished (e.g. the failed-trial
-            // budget stopped scheduling): the experiment failed.
-            (
-                ExperimentState::Failed,
-                format!("stopped with unfinished trials; {best_text}"),
-            )
-        } else {
-            let why = if s.exhausted && s.trials.len() < spec.budget.max_trials {
-                "search space exhausted"
-            } else {
-                "trial budget spent"
-            };
-            let goal = spec
-                .objective
-                .goal
-                .map(|g| format!(" without reaching the goal {g}"))
-                .unwrap_or_default();
-            (
-                ExperimentState::BudgetExhausted,
-                format!("{why}{goal}; {best_text}"),
-            )
-        };
-        s.exp.state = state;
-        s.exp.message = Some(message.clone());
-        self.store.update_experiment(&s.exp)?;
-        let kind = match state {
-            ExperimentState::Succeeded => "experiment_succeeded",
-            ExperimentState::Failed => "experiment_failed",
-            _ => "budget_exhausted",
-        };
-        self.event(s, kind, s.exp.best_trial, message, progress);
-        Ok(())
-    }
-}
-
-/// The trial to report: the best value, or with `prefer`, the cheapest of
-/// those meeting the goal.
-pub fn best_trial(spec: &ExperimentSpec, trials: &[TrialRecord]) -> Option<u32> {
-    let dir: Direction = spec.objective.direction;
-    let scored: Vec<&TrialRecord> = trials
-        .iter()
-        .filter(|t| matches!(t.state, TrialState::Completed | TrialState::Pruned) && t.value.is_some())
-        .collect();
-    let best = scored.iter().copied().reduce(|a, b| {
-        if dir.better(b.value.unwrap_or(f64::NAN), a.value.unwrap_or(f64::NAN)) {
-            b
-        } else {
-            a
-        }
-    })?;
-    let goal = spec.objective.goal;
-    let meeting: Vec<&TrialRecord> = scored
-        .iter()
-        .copied()
-        .filter(|t| {
-            t.state == TrialState::Completed
-                && goal.is_some_and(|g| dir.meets(t.value.unwrap_or(f64::NAN), g))
-        })
-        .collect();
-    let cheapest = match spec.objective.prefer {
-        Prefer::Best => None,
-        Prefer::FewestParams => meeting
-            .iter()
-            .min_by_key(|t| (t.param_count.unwrap_or(usize::MAX), t.number)),
-        Prefer::FewestSeconds => meeting.iter().min_by(|a, b| a.seconds.total_cmp(&b.seconds)),
-    };
-    Some(cheapest.map(|t| t.number).unwrap_or(best.number))
 }

@@ -17,7 +17,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mlci_core::{Control, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest, TrialWork};
+use mlci_core::protocol;
+use mlci_core::{
+    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest, TrialWork,
+};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 /// Runs trials as child processes.
 #[derive(Debug, Default, Clone)]
@@ -29,21 +34,36 @@ pub struct SubprocessExecutor {
 }
 
 /// Parse one output line into metrics, if it holds any.
+///
+/// mlci's own event lines (those with a string `"event"`) are read through
+/// [`protocol::parse_line`]: an epoch is a step, other events (`result`,
+/// `experiment`) hold none, and an event this mlci cannot read (an unknown
+/// kind, a newer protocol version) is skipped rather than misread. An epoch
+/// line missing mlci's fields is a hand-written one and is read like any
+/// other JSON object: every numeric field is a metric.
 pub fn parse_metrics(line: &str) -> Option<(Option<usize>, BTreeMap<String, f64>)> {
     let line = line.trim();
     let mut values = BTreeMap::new();
     if line.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(line).ok()?;
-        let obj = v.as_object()?;
-        if let Some(event) = obj.get("event").and_then(|e| e.as_str()) {
-            if event != "epoch" {
+        let event_line = match protocol::parse_line(line) {
+            Ok(Some(protocol::Event::Epoch(e))) => return Some(epoch_metrics(&e.metrics)),
+            Ok(Some(_)) => return None,
+            Err(protocol::EventError::Malformed { kind, .. }) if kind == "epoch" => true,
+            Err(e) => {
+                tracing::debug!("not a metrics line: {e}");
                 return None;
             }
-        }
-        for (k, v) in obj {
-            if let Some(x) = v.as_f64() {
-                values.insert(k.clone(), x);
+            Ok(None) => false,
+        };
+        let fields: BTreeMap<String, Field> = serde_json::from_str(line).ok()?;
+        for (k, v) in fields {
+            if let Field::Number(x) = v {
+                values.insert(k, x);
             }
+        }
+        if event_line {
+            // The protocol's version, not a metric.
+            values.remove("v");
         }
     } else {
         for token in line.split(|c: char| c.is_whitespace() || c == ',' || c == ';') {
@@ -67,6 +87,29 @@ pub fn parse_metrics(line: &str) -> Option<(Option<usize>, BTreeMap<String, f64>
     } else {
         Some((step, values))
     }
+}
+
+/// A field of a user's JSON metrics line: a number is a metric, anything
+/// else (text, booleans, nested values) is ignored.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Field {
+    Number(f64),
+    Other(IgnoredAny),
+}
+
+/// The step and values of an mlci epoch event, as its JSON fields name them.
+fn epoch_metrics(m: &EpochMetrics) -> (Option<usize>, BTreeMap<String, f64>) {
+    let values = BTreeMap::from([
+        ("loss".to_owned(), m.loss),
+        ("accuracy".to_owned(), m.accuracy),
+        ("val_loss".to_owned(), m.val_loss),
+        ("val_accuracy".to_owned(), m.val_accuracy),
+        ("seconds".to_owned(), m.seconds),
+        ("train_images".to_owned(), m.train_images as f64),
+        ("images_per_second".to_owned(), m.images_per_second),
+    ]);
+    (Some(m.epoch), values)
 }
 
 enum Msg {
@@ -302,5 +345,65 @@ fn log_tail(path: &std::path::Path) -> String {
         String::new()
     } else {
         format!(" (last output: {})", tail.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    }
+
+    #[test]
+    fn user_json_and_name_value_lines_are_metrics() {
+        assert_eq!(
+            parse_metrics(r#"{"epoch": 3, "val_accuracy": 0.71, "note": "ok", "ok": true, "n": {"x": 1}}"#),
+            Some((Some(3), metrics(&[("val_accuracy", 0.71)])))
+        );
+        assert_eq!(
+            parse_metrics("step=2 loss=0.52, val_accuracy=0.7; junk"),
+            Some((Some(2), metrics(&[("loss", 0.52), ("val_accuracy", 0.7)])))
+        );
+        assert_eq!(parse_metrics("INFO starting"), None);
+        assert_eq!(parse_metrics(r#"{"note": "no numbers"}"#), None);
+        assert_eq!(parse_metrics("{not json"), None);
+    }
+
+    #[test]
+    fn mlci_epoch_events_are_steps_with_and_without_a_version() {
+        let old = r#"{"accuracy":0.7,"epoch":2,"epochs":5,"event":"epoch","images_per_second":66.7,"loss":0.5,"seconds":1.5,"train_images":100,"val_accuracy":0.65,"val_loss":0.6}"#;
+        let want = Some((
+            Some(2),
+            metrics(&[
+                ("accuracy", 0.7),
+                ("images_per_second", 66.7),
+                ("loss", 0.5),
+                ("seconds", 1.5),
+                ("train_images", 100.0),
+                ("val_accuracy", 0.65),
+                ("val_loss", 0.6),
+            ]),
+        ));
+        assert_eq!(parse_metrics(old), want);
+        let new = old.replace(r#""event":"epoch","#, r#""event":"epoch","v":1,"#);
+        assert_eq!(parse_metrics(&new), want, "the version is not a metric");
+        // A hand-written epoch line: every numeric field, as before the protocol.
+        assert_eq!(
+            parse_metrics(r#"{"event":"epoch","v":1,"epoch":4,"val_accuracy":0.8}"#),
+            Some((Some(4), metrics(&[("val_accuracy", 0.8)])))
+        );
+    }
+
+    #[test]
+    fn other_events_unknown_kinds_and_newer_versions_hold_no_metrics() {
+        for line in [
+            r#"{"event":"result","v":1,"best_epoch":2,"val_accuracy":0.9,"val_loss":0.2,"param_count":10,"stop_reason":"completed","total_seconds":3.0,"out":"o"}"#,
+            r#"{"event":"start","epochs":10}"#,
+            r#"{"event":"epoch","v":2,"epoch":2,"val_accuracy":0.65}"#,
+        ] {
+            assert_eq!(parse_metrics(line), None, "{line}");
+        }
     }
 }

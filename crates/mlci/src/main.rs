@@ -176,6 +176,7 @@ fn load_data(dir: &Path, spec: &ModelSpec, val_split: Option<f64>) -> anyhow::Re
 }
 
 fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) -> anyhow::Result<()> {
+    use mlci_core::protocol::{Event, ResultEvent};
     let opts = TrainOptions {
         out_dir: out.to_path_buf(),
         resume,
@@ -190,15 +191,14 @@ fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) 
         "training finished ({:?})",
         outcome.stop_reason
     );
-    emit(&serde_json::json!({
-        "event": "result",
-        "best_epoch": outcome.best_epoch,
-        "val_accuracy": b.val_accuracy,
-        "val_loss": b.val_loss,
-        "param_count": outcome.param_count,
-        "stop_reason": outcome.stop_reason,
-        "total_seconds": outcome.total_seconds,
-        "out": out,
+    progress::emit_event(&Event::Result(ResultEvent {
+        best_epoch: outcome.best_epoch,
+        val_accuracy: b.val_accuracy,
+        val_loss: b.val_loss,
+        param_count: outcome.param_count,
+        stop_reason: outcome.stop_reason,
+        total_seconds: outcome.total_seconds,
+        out: out.display().to_string(),
     }));
     Ok(())
 }

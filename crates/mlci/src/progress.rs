@@ -5,6 +5,7 @@
 use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use mlci_core::protocol::{EpochEvent, Event};
 use mlci_core::{Architecture, EpochMetrics};
 use mlci_train::{Control, Observer};
 
@@ -78,17 +79,26 @@ impl Observer for Progress {
             m.epoch,
             self.epochs
         );
-        let mut line = serde_json::to_value(m).expect("metrics serialise");
-        line["event"] = "epoch".into();
-        line["epochs"] = self.epochs.into();
-        emit(&line);
+        emit_event(&Event::Epoch(EpochEvent {
+            metrics: *m,
+            epochs: self.epochs,
+        }));
         Control::Continue
     }
 }
 
 /// Write one JSON line to stdout and flush, so a pipe sees it at once.
 pub fn emit(value: &serde_json::Value) {
+    write_line(&value.to_string());
+}
+
+/// Write one event of the output protocol (`mlci_core::protocol`) as a line.
+pub fn emit_event(event: &Event) {
+    write_line(&event.to_line());
+}
+
+fn write_line(line: &str) {
     let mut out = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) must not abort training.
-    let _ = writeln!(out, "{value}").and_then(|_| out.flush());
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mlci_core::{
-    DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState, Provenance,
-    Store, TrialRecord, TrialState,
+    protocol, DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState,
+    ExperimentSummary, Provenance, Store, TrialRecord, TrialState,
 };
 use mlci_store::SqliteStore;
 use mlci_train::{DataSource, InProcessExecutor};
@@ -301,28 +301,30 @@ pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     })
 }
 
+/// The last line of `mlci tune`: the experiment's outcome as a protocol event.
 fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
-    let best = exp.best_trial.and_then(|n| trials.iter().find(|t| t.number == n));
-    crate::progress::emit(&serde_json::json!({
-        "event": "experiment",
-        "id": exp.id,
-        "state": exp.state,
-        "met": exp.state == ExperimentState::Succeeded,
-        "metric": exp.spec.objective.metric,
-        "goal": exp.spec.objective.goal,
-        "best_value": best.and_then(|t| t.value),
-        "best_trial": exp.best_trial,
-        "best_params": best.map(|t| &t.params),
-        "trials": trials.len(),
-        "wall_seconds": exp.wall_seconds,
-        "report": report,
-        "message": exp.message,
+    let summary = ExperimentSummary::new(exp, trials);
+    crate::progress::emit_event(&protocol::Event::Experiment(protocol::ExperimentEvent {
+        id: exp.id.clone(),
+        state: exp.state,
+        met: exp.state == ExperimentState::Succeeded,
+        metric: exp.spec.objective.metric.clone(),
+        goal: exp.spec.objective.goal,
+        best_value: summary.best_value,
+        best_trial: summary.best_trial(),
+        best_params: summary.best.map(|t| t.params.clone()),
+        trials: trials.len(),
+        wall_seconds: exp.wall_seconds,
+        report: report.display().to_string(),
+        message: exp.message.clone(),
     }));
 }
 
-/// The table people read at the end of a Jenkins console.
+/// The table people read at the end of a Jenkins console: the chosen trial
+/// (marked `*`) and the rest by value.
 fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
-    let metric = &exp.spec.objective.metric;
+    let summary = ExperimentSummary::new(exp, trials);
+    let metric = summary.metric;
     emit_plain(&format!(
         "experiment {}: {} ({})",
         exp.id,
@@ -333,17 +335,10 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
         "{:>5}  {:<10} {:>12} {:>9} {:>10}  params",
         "trial", "state", metric, "seconds", "weights"
     ));
-    let mut sorted: Vec<&TrialRecord> = trials.iter().collect();
-    let dir = exp.spec.objective.direction;
-    sorted.sort_by(|a, b| match (a.value, b.value) {
-        (Some(x), Some(y)) if dir.better(x, y) => std::cmp::Ordering::Less,
-        (Some(x), Some(y)) if dir.better(y, x) => std::cmp::Ordering::Greater,
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        _ => a.number.cmp(&b.number),
-    });
+    let mut sorted = summary.trials.clone();
+    sorted.sort_by(|a, b| summary.cmp_values(a.value, b.value).then(a.number.cmp(&b.number)));
     for t in sorted {
-        let mark = if Some(t.number) == exp.best_trial {
+        let mark = if Some(t.number) == summary.best_trial() {
             "*"
         } else {
             " "
