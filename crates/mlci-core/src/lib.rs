@@ -19,6 +19,7 @@ mod ports;
 pub mod protocol;
 mod run;
 mod secret;
+mod space;
 mod spec;
 mod summary;
 mod trial;

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use mlci_core::protocol::{self, Event, ExperimentEvent, ResultEvent};
 use mlci_server::{RunContext, StepFailure};
 
 use super::steps::{fail, MlciSteps};
@@ -16,7 +17,8 @@ use crate::exit::Exit;
 /// A finished child `mlci`: how it exited and the lines it printed on stdout.
 pub(crate) struct ChildRun {
     pub(crate) exit: Exit,
-    pub(crate) stdout: Vec<String>,
+    /// The mlci events it printed (through the one protocol), in order.
+    pub(crate) events: Vec<Event>,
 }
 
 impl ChildRun {
@@ -70,15 +72,20 @@ impl MlciSteps {
         let pid = child.id();
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
-        let lines = std::thread::scope(|s| {
+        let events = std::thread::scope(|s| {
             let c1 = ctx.clone();
             let out = s.spawn(move || {
-                let mut lines = Vec::new();
+                let mut events = Vec::new();
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                     c1.log(&line);
-                    lines.push(line);
+                    match protocol::parse_line(&line) {
+                        Ok(Some(event)) => events.push(event),
+                        Ok(None) => {}
+                        // A newer mlci or an unknown kind: said, never misread.
+                        Err(e) => c1.log(format!("mlci serve skipped an event line: {e}")),
+                    }
                 }
-                lines
+                events
             });
             let c2 = ctx.clone();
             s.spawn(move || {
@@ -104,18 +111,25 @@ impl MlciSteps {
         let status = child.wait().map_err(|e| fail(format!("waiting for mlci: {e}")))?;
         Ok(ChildRun {
             exit: Exit::of_child(status),
-            stdout: lines,
+            events,
         })
     }
 }
 
 impl ChildRun {
-    /// The last JSON line of `kind` the child printed (`result`, `experiment`).
-    pub(crate) fn last_event(&self, kind: &str) -> Option<serde_json::Value> {
-        self.stdout
-            .iter()
-            .rev()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["event"] == kind)
+    /// The last `result` event (`mlci train`).
+    pub(crate) fn result(&self) -> Option<&ResultEvent> {
+        self.events.iter().rev().find_map(|e| match e {
+            Event::Result(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    /// The last `experiment` event (`mlci tune`).
+    pub(crate) fn experiment(&self) -> Option<&ExperimentEvent> {
+        self.events.iter().rev().find_map(|e| match e {
+            Event::Experiment(x) => Some(x),
+            _ => None,
+        })
     }
 }

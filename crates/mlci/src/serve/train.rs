@@ -41,9 +41,9 @@ pub(crate) struct TrainResult {
     pub(crate) goal: f64,
     /// whether `accuracy` reached `goal`
     pub(crate) met: bool,
-    pub(crate) best_epoch: serde_json::Value,
-    pub(crate) param_count: serde_json::Value,
-    pub(crate) seconds: serde_json::Value,
+    pub(crate) best_epoch: usize,
+    pub(crate) param_count: usize,
+    pub(crate) seconds: f64,
 }
 
 impl MlciSteps {
@@ -75,9 +75,9 @@ impl MlciSteps {
             return Err(child.failure("train"));
         }
         let result = child
-            .last_event("result")
+            .result()
             .ok_or_else(|| fail("mlci train printed no result"))?;
-        let accuracy = result["val_accuracy"].as_f64().unwrap_or(0.0);
+        let accuracy = result.val_accuracy;
         for name in ["model.safetensors", "model.json", "metrics.json"] {
             std::fs::copy(out.join(name), ctx.artifacts_dir().join(name))
                 .map_err(|e| fail(format!("cannot publish {}: {e}", out.join(name).display())))?;
@@ -87,9 +87,9 @@ impl MlciSteps {
             accuracy,
             goal,
             met,
-            best_epoch: result["best_epoch"].clone(),
-            param_count: result["param_count"].clone(),
-            seconds: result["total_seconds"].clone(),
+            best_epoch: result.best_epoch,
+            param_count: result.param_count,
+            seconds: result.total_seconds,
         };
         Ok(StepOutput::new(
             &result,

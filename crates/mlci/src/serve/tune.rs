@@ -33,16 +33,18 @@ pub(crate) struct TuneParams {
 pub(crate) struct TuneResult {
     pub(crate) experiment_id: String,
     /// whether the goal was met
-    pub(crate) met: serde_json::Value,
+    pub(crate) met: bool,
     /// the best trial's value of the objective
-    pub(crate) accuracy: serde_json::Value,
-    pub(crate) metric: serde_json::Value,
-    pub(crate) goal: serde_json::Value,
+    pub(crate) accuracy: Option<f64>,
+    pub(crate) metric: String,
+    pub(crate) goal: Option<f64>,
     /// how many trials ran
-    pub(crate) trials: serde_json::Value,
-    pub(crate) best_trial: serde_json::Value,
-    pub(crate) best_params: serde_json::Value,
-    pub(crate) state: serde_json::Value,
+    pub(crate) trials: usize,
+    pub(crate) best_trial: Option<u32>,
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    pub(crate) best_params: Option<mlci_core::Params>,
+    #[schemars(with = "String")]
+    pub(crate) state: mlci_core::ExperimentState,
     /// the commit tuned
     pub(crate) commit: String,
 }
@@ -75,7 +77,7 @@ impl MlciSteps {
             args.push("--resume".into());
         }
         let child = self.run_mlci(&args, ctx)?;
-        let Some(exp) = child.last_event("experiment") else {
+        let Some(exp) = child.experiment() else {
             if ctx.cancelled() {
                 return Ok(StepOutput {
                     result: serde_json::json!({}),
@@ -84,10 +86,10 @@ impl MlciSteps {
             }
             return Err(child.failure("tune"));
         };
-        let id = exp["id"].as_str().unwrap_or_default().to_owned();
+        let id = exp.id.clone();
         // The best model, beside the report.
-        if let Some(n) = exp["best_trial"].as_u64() {
-            let dir = self.cfg.layout().trial_dir(&id, n as u32);
+        if let Some(n) = exp.best_trial {
+            let dir = self.cfg.layout().trial_dir(&id, n);
             for (from, to) in [
                 ("model.safetensors", "best-model.safetensors"),
                 ("model.json", "best-model.json"),
@@ -105,14 +107,14 @@ impl MlciSteps {
         };
         let result = TuneResult {
             experiment_id: id,
-            met: exp["met"].clone(),
-            accuracy: exp["best_value"].clone(),
-            metric: exp["metric"].clone(),
-            goal: exp["goal"].clone(),
-            trials: exp["trials"].clone(),
-            best_trial: exp["best_trial"].clone(),
-            best_params: exp["best_params"].clone(),
-            state: exp["state"].clone(),
+            met: exp.met,
+            accuracy: exp.best_value,
+            metric: exp.metric.clone(),
+            goal: exp.goal,
+            trials: exp.trials,
+            best_trial: exp.best_trial,
+            best_params: exp.best_params.clone(),
+            state: exp.state,
             commit: ws.commit.sha,
         };
         Ok(StepOutput::new(&result, outcome))
