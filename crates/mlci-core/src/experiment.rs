@@ -347,43 +347,43 @@ pub struct ExperimentSpec {
 }
 
 mod defaults {
-    pub fn metric() -> String {
+    pub(super) fn metric() -> String {
         "val_accuracy".into()
     }
-    pub fn goal() -> Option<f64> {
+    pub(super) fn goal() -> Option<f64> {
         Some(0.80)
     }
-    pub fn startup() -> usize {
+    pub(super) fn startup() -> usize {
         10
     }
-    pub fn ei_candidates() -> usize {
+    pub(super) fn ei_candidates() -> usize {
         24
     }
-    pub fn grid_points() -> usize {
+    pub(super) fn grid_points() -> usize {
         3
     }
-    pub fn one() -> usize {
+    pub(super) fn one() -> usize {
         1
     }
-    pub fn min_trials() -> usize {
+    pub(super) fn min_trials() -> usize {
         3
     }
-    pub fn eta() -> usize {
+    pub(super) fn eta() -> usize {
         3
     }
-    pub fn max_trials() -> usize {
+    pub(super) fn max_trials() -> usize {
         20
     }
-    pub fn max_failed() -> usize {
+    pub(super) fn max_failed() -> usize {
         3
     }
-    pub fn seed() -> u64 {
+    pub(super) fn seed() -> u64 {
         42
     }
-    pub fn placement_grace() -> f64 {
+    pub(super) fn placement_grace() -> f64 {
         30.0
     }
-    pub fn queue_timeout() -> f64 {
+    pub(super) fn queue_timeout() -> f64 {
         3600.0
     }
 }

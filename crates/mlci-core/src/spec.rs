@@ -216,13 +216,13 @@ impl Monitor {
 
 mod defaults {
     use super::{ConvBlock, DenseLayer, Padding};
-    pub fn input_size() -> usize {
+    pub(super) fn input_size() -> usize {
         64
     }
-    pub fn kernel_size() -> usize {
+    pub(super) fn kernel_size() -> usize {
         3
     }
-    pub fn conv_blocks() -> Vec<ConvBlock> {
+    pub(super) fn conv_blocks() -> Vec<ConvBlock> {
         [32, 64, 128]
             .into_iter()
             .map(|filters| ConvBlock {
@@ -233,25 +233,25 @@ mod defaults {
             })
             .collect()
     }
-    pub fn dense() -> Vec<DenseLayer> {
+    pub(super) fn dense() -> Vec<DenseLayer> {
         vec![DenseLayer {
             units: 128,
             dropout: 0.5,
         }]
     }
-    pub fn learning_rate() -> f64 {
+    pub(super) fn learning_rate() -> f64 {
         1e-3
     }
-    pub fn momentum() -> f64 {
+    pub(super) fn momentum() -> f64 {
         0.9
     }
-    pub fn batch_size() -> usize {
+    pub(super) fn batch_size() -> usize {
         32
     }
-    pub fn epochs() -> usize {
+    pub(super) fn epochs() -> usize {
         10
     }
-    pub fn seed() -> u64 {
+    pub(super) fn seed() -> u64 {
         42
     }
 }

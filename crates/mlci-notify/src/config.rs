@@ -128,17 +128,17 @@ impl SmtpConfig {
 mod defaults {
     use std::path::PathBuf;
 
-    pub fn from() -> String {
+    pub(super) fn from() -> String {
         "mlci <mlci@localhost>".into()
     }
-    pub fn to() -> Vec<String> {
+    pub(super) fn to() -> Vec<String> {
         vec!["mlci@localhost".into()]
     }
     /// Relative: the binary places it under its data folder.
-    pub fn outbox() -> PathBuf {
+    pub(super) fn outbox() -> PathBuf {
         PathBuf::from("notifications")
     }
-    pub fn timeout() -> u64 {
+    pub(super) fn timeout() -> u64 {
         30
     }
 }

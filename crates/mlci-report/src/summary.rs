@@ -21,12 +21,12 @@ impl<'a> Deref for Summary<'a> {
 }
 
 impl<'a> Summary<'a> {
-    pub fn new(exp: &'a ExperimentRecord, trials: &'a [TrialRecord]) -> Self {
+    pub(crate) fn new(exp: &'a ExperimentRecord, trials: &'a [TrialRecord]) -> Self {
         Self(ExperimentSummary::new(exp, trials))
     }
 
     /// `>=` or `<=`: how a value must compare with the goal.
-    pub fn goal_op(&self) -> &'static str {
+    pub(crate) fn goal_op(&self) -> &'static str {
         match self.direction {
             Direction::Maximize => "≥",
             Direction::Minimize => "≤",
@@ -34,7 +34,7 @@ impl<'a> Summary<'a> {
     }
 
     /// ASCII `>=` / `<=`, for plain-text formats.
-    pub fn goal_op_ascii(&self) -> &'static str {
+    pub(crate) fn goal_op_ascii(&self) -> &'static str {
         match self.direction {
             Direction::Maximize => ">=",
             Direction::Minimize => "<=",
@@ -43,7 +43,7 @@ impl<'a> Summary<'a> {
 
     /// Trials in the order of the trial table: the chosen best first, then
     /// completed by value, pruned by value, unfinished, and failed last.
-    pub fn ranked(&self) -> Vec<&'a TrialRecord> {
+    pub(crate) fn ranked(&self) -> Vec<&'a TrialRecord> {
         let group = |t: &TrialRecord| {
             if self.best.is_some_and(|b| b.number == t.number) {
                 return 0;
@@ -69,7 +69,7 @@ impl<'a> Summary<'a> {
     }
 
     /// Parameter keys over all trials, sorted.
-    pub fn param_keys(&self) -> Vec<&'a str> {
+    pub(crate) fn param_keys(&self) -> Vec<&'a str> {
         let mut keys: Vec<&str> = self
             .trials
             .iter()
@@ -82,7 +82,7 @@ impl<'a> Summary<'a> {
 
     /// The loss curve to show next to the objective: `val_loss`, else
     /// `loss`, whichever some trial reports and is not the objective.
-    pub fn loss_metric(&self) -> Option<&'static str> {
+    pub(crate) fn loss_metric(&self) -> Option<&'static str> {
         ["val_loss", "loss"].into_iter().find(|m| {
             *m != self.metric
                 && self

@@ -11,16 +11,16 @@ use crate::text::{esc, fixed};
 
 /// Colours, shared with `report.css`.
 pub(crate) mod color {
-    pub const COMPLETED: &str = "#2f6fd0";
-    pub const PRUNED: &str = "#c98a12";
-    pub const FAILED: &str = "#cf3a2f";
-    pub const RUNNING: &str = "#7c4dcc";
-    pub const PENDING: &str = "#8c959f";
-    pub const BEST: &str = "#15233d";
-    pub const GOAL: &str = "#1f8a4c";
-    pub const GRID: &str = "#e4e7eb";
-    pub const AXIS: &str = "#9aa3ad";
-    pub const INK: &str = "#57606a";
+    pub(crate) const COMPLETED: &str = "#2f6fd0";
+    pub(crate) const PRUNED: &str = "#c98a12";
+    pub(crate) const FAILED: &str = "#cf3a2f";
+    pub(crate) const RUNNING: &str = "#7c4dcc";
+    pub(crate) const PENDING: &str = "#8c959f";
+    pub(crate) const BEST: &str = "#15233d";
+    pub(crate) const GOAL: &str = "#1f8a4c";
+    pub(crate) const GRID: &str = "#e4e7eb";
+    pub(crate) const AXIS: &str = "#9aa3ad";
+    pub(crate) const INK: &str = "#57606a";
 }
 
 /// Label text over a white outline of itself, so it stays legible over
@@ -47,7 +47,7 @@ pub(crate) struct Axis {
 impl Axis {
     /// A linear axis covering `[lo, hi]` widened to round ticks, about
     /// `target` of them.
-    pub fn linear(lo: f64, hi: f64, target: usize) -> Axis {
+    pub(crate) fn linear(lo: f64, hi: f64, target: usize) -> Axis {
         let (mut lo, mut hi) = if lo.is_finite() && hi.is_finite() {
             (lo, hi)
         } else {
@@ -74,7 +74,7 @@ impl Axis {
 
     /// An axis of whole numbers from `lo` to `hi`; with `pad`, half a unit
     /// of room either side (for points), else the lines touch the edges.
-    pub fn integers(lo: u32, hi: u32, target: usize, pad: bool) -> Axis {
+    pub(crate) fn integers(lo: u32, hi: u32, target: usize, pad: bool) -> Axis {
         let (lo, hi) = (f64::from(lo), f64::from(hi.max(lo)));
         let step = nice_step((hi - lo + 1.0) / target.max(1) as f64).max(1.0).round();
         let ticks: Vec<f64> = (0..)
@@ -164,7 +164,7 @@ pub(crate) struct Frame<'a> {
 }
 
 impl Chart {
-    pub fn new(frame: &Frame<'_>, x: Axis, y: Axis) -> Chart {
+    pub(crate) fn new(frame: &Frame<'_>, x: Axis, y: Axis) -> Chart {
         let (w, h) = (frame.width, frame.height);
         let mut c = Chart {
             out: String::with_capacity(8192),
@@ -252,22 +252,22 @@ impl Chart {
         );
     }
 
-    pub fn px(&self, x: f64) -> f64 {
+    pub(crate) fn px(&self, x: f64) -> f64 {
         self.left + (x - self.x.lo) / (self.x.hi - self.x.lo) * (self.right - self.left)
     }
 
-    pub fn py(&self, y: f64) -> f64 {
+    pub(crate) fn py(&self, y: f64) -> f64 {
         self.bottom - (y - self.y.lo) / (self.y.hi - self.y.lo) * (self.bottom - self.top)
     }
 
     /// The y domain (data units) of the plot area: markers of trials
     /// without a value go on its floor, outliers are pinned inside it.
-    pub fn y_range(&self) -> (f64, f64) {
+    pub(crate) fn y_range(&self) -> (f64, f64) {
         (self.y.lo, self.y.hi)
     }
 
     /// A polyline through `points` (data units).
-    pub fn line(&mut self, points: &[(f64, f64)], stroke: &Stroke<'_>, tip: &str) {
+    pub(crate) fn line(&mut self, points: &[(f64, f64)], stroke: &Stroke<'_>, tip: &str) {
         if points.is_empty() {
             return;
         }
@@ -293,7 +293,7 @@ impl Chart {
     }
 
     /// A marker at (`x`, `y`) in data units.
-    pub fn marker(&mut self, x: f64, y: f64, marker: Marker, color: &str, class: &str, tip: &str) {
+    pub(crate) fn marker(&mut self, x: f64, y: f64, marker: Marker, color: &str, class: &str, tip: &str) {
         let (cx, cy) = (self.px(x), self.py(y));
         let shape = marker_svg(marker, cx, cy, color, 4.5);
         let _ = write!(
@@ -304,7 +304,7 @@ impl Chart {
     }
 
     /// A ring around a point, to single it out.
-    pub fn halo(&mut self, x: f64, y: f64, color: &str) {
+    pub(crate) fn halo(&mut self, x: f64, y: f64, color: &str) {
         let _ = write!(
             self.out,
             r#"<circle class="halo" cx="{:.1}" cy="{:.1}" r="9" fill="none" stroke="{color}" stroke-width="2"/>"#,
@@ -316,7 +316,7 @@ impl Chart {
     /// A horizontal reference line across the plot, labelled at its left
     /// end (early trials and steps rarely reach a goal, so that corner is
     /// usually free).
-    pub fn hline(&mut self, y: f64, color: &str, class: &str, label: &str) {
+    pub(crate) fn hline(&mut self, y: f64, color: &str, class: &str, label: &str) {
         let py = self.py(y);
         let _ = write!(
             self.out,
@@ -334,7 +334,7 @@ impl Chart {
 
     /// A label just right of a point (above the clip, so it may use the
     /// right margin).
-    pub fn end_label(&mut self, x: f64, y: f64, color: &str, label: &str) {
+    pub(crate) fn end_label(&mut self, x: f64, y: f64, color: &str, label: &str) {
         let (px, py) = (self.px(x) + 6.0, self.py(y).clamp(self.top, self.bottom));
         if px > self.width - 10.0 {
             return;
@@ -346,7 +346,7 @@ impl Chart {
     }
 
     /// A note in the middle of the plot area (e.g. "no data yet").
-    pub fn note(&mut self, text: &str) {
+    pub(crate) fn note(&mut self, text: &str) {
         let _ = write!(
             self.out,
             r#"<text class="note" x="{x:.1}" y="{y:.1}" text-anchor="middle" fill="{ink}">{text}</text>"#,
@@ -358,7 +358,7 @@ impl Chart {
     }
 
     /// One legend entry, placed after the previous ones along the top.
-    pub fn legend(&mut self, marker: Marker, color: &str, label: &str) {
+    pub(crate) fn legend(&mut self, marker: Marker, color: &str, label: &str) {
         let (x, y) = (self.legend_x, self.top - 22.0);
         let shape = marker_svg(marker, x + 6.0, y, color, 4.0);
         let _ = write!(
@@ -371,7 +371,7 @@ impl Chart {
         self.legend_x += 16.0 + label.chars().count() as f64 * 6.6 + 18.0;
     }
 
-    pub fn finish(mut self) -> String {
+    pub(crate) fn finish(mut self) -> String {
         self.out.push_str("</g>");
         self.out.push_str(&self.overlay);
         self.out.push_str("</svg>");

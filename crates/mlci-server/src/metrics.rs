@@ -85,7 +85,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Metrics {
-    pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    pub(crate) fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let mut data = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         *data
             .requests
@@ -97,7 +97,7 @@ impl Metrics {
             .observe(&HTTP_BUCKETS, seconds);
     }
 
-    pub fn run_finished(&self, step: &str, seconds: f64) {
+    pub(crate) fn run_finished(&self, step: &str, seconds: f64) {
         let mut data = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         data.runs
             .entry(step.to_owned())
@@ -106,7 +106,12 @@ impl Metrics {
     }
 
     /// The text of `/metrics`.
-    pub fn render(&self, counts: &[(String, RunState, u64)], steps: &[String], gauges: &[Gauge]) -> String {
+    pub(crate) fn render(
+        &self,
+        counts: &[(String, RunState, u64)],
+        steps: &[String],
+        gauges: &[Gauge],
+    ) -> String {
         let mut out = String::new();
         out.push_str("# HELP mlci_runs Runs in the store by step and state.\n# TYPE mlci_runs gauge\n");
         let mut counts_init: BTreeMap<(&str, &str), u64> = BTreeMap::new();

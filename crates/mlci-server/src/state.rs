@@ -74,7 +74,7 @@ pub(crate) fn now() -> f64 {
 
 impl AppState {
     /// Run a store call on a blocking thread (SQLite blocks).
-    pub async fn db<T: Send + 'static>(
+    pub(crate) async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn RunStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -86,7 +86,7 @@ impl AppState {
     }
 
     /// Run a call on the experiments source on a blocking thread; 503 without a source.
-    pub async fn experiments_db<T: Send + 'static>(
+    pub(crate) async fn experiments_db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ApiError> {
@@ -103,7 +103,7 @@ impl AppState {
             .map_err(ApiError::from)
     }
 
-    pub async fn run_or_404(&self, id: String) -> Result<RunRecord, ApiError> {
+    pub(crate) async fn run_or_404(&self, id: String) -> Result<RunRecord, ApiError> {
         let shown = id.clone();
         self.db(move |s| s.run(&id))
             .await?
@@ -119,13 +119,13 @@ impl AppState {
     }
 
     /// Whether `step` is one of the steps (or the configured built-in trigger).
-    pub fn has_step(&self, step: &str) -> bool {
+    pub(crate) fn has_step(&self, step: &str) -> bool {
         self.builtin(step).is_some() || self.steps.names().iter().any(|s| s == step)
     }
 
     /// Check a step's parameters (a JSON object) before a run is created, on a blocking
     /// thread (a step may look at the filesystem to check them).
-    pub async fn validate(&self, step: &str, params: &RawParams) -> Result<(), ApiError> {
+    pub(crate) async fn validate(&self, step: &str, params: &RawParams) -> Result<(), ApiError> {
         if self.builtin(step).is_some() {
             return Ok(());
         }
@@ -138,7 +138,7 @@ impl AppState {
     }
 
     /// Create a run (or find the one with the same idempotency key) and start it when new.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         step: &str,
         params: RawParams,
@@ -183,7 +183,7 @@ impl AppState {
     }
 
     /// Execute `run` on a blocking thread.
-    pub fn start(&self, run: RunRecord, resumed: bool) {
+    pub(crate) fn start(&self, run: RunRecord, resumed: bool) {
         let flags = RunFlags::default();
         self.active
             .lock()
@@ -204,7 +204,7 @@ impl AppState {
     }
 
     /// Set the cancel flag of a run executing here; false when it is not.
-    pub fn cancel(&self, id: &str) -> bool {
+    pub(crate) fn cancel(&self, id: &str) -> bool {
         match self.active.lock().unwrap_or_else(PoisonError::into_inner).get(id) {
             Some(flags) => {
                 flags.by_user.store(true, Ordering::SeqCst);
@@ -216,7 +216,7 @@ impl AppState {
     }
 
     /// Set every executing run's cancel flag (the shutdown).
-    pub fn cancel_all(&self) {
+    pub(crate) fn cancel_all(&self) {
         for flags in self
             .active
             .lock()
@@ -228,7 +228,7 @@ impl AppState {
     }
 
     /// Wait until no run executes, at most `grace`; false on timeout.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
         let mut rx = self.running.subscribe();
         let drained = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0))
             .await
@@ -375,7 +375,7 @@ impl AppState {
 
     /// Runs left `queued`/`running` by a previous process: resumed when the steps say so,
     /// otherwise marked `interrupted`.
-    pub fn recover(&self) -> Result<(), StoreError> {
+    pub(crate) fn recover(&self) -> Result<(), StoreError> {
         let left = self.store.runs(&RunFilter {
             states: vec![RunState::Queued, RunState::Running],
             ..RunFilter::default()
@@ -406,7 +406,7 @@ impl AppState {
     }
 
     /// The base URL for links (`http://host:port/`), ending in `/`.
-    pub fn base_url(&self, headers: &HeaderMap) -> String {
+    pub(crate) fn base_url(&self, headers: &HeaderMap) -> String {
         if let Some(url) = &self.config.public_url {
             let mut url = url.clone();
             if !url.ends_with('/') {

@@ -12,7 +12,7 @@ use mlci_core::OptimizerKind;
     version,
     about = "Machine-learning training and tuning for Jenkins pipelines"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Folder for everything mlci keeps (database, experiments, outbox, demo data).
     /// Default: the platform's data folder. Env: MLCI_DATA_DIR.
     #[arg(long, global = true, value_name = "DIR")]
@@ -35,7 +35,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Train a CNN on a folder of images.
     Train(TrainArgs),
     /// Classify images with a trained model.
@@ -61,14 +61,14 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:7878; never 8080, Jenkins' port). Env: MLCI_LISTEN.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EnvCommand {
+pub(crate) enum EnvCommand {
     /// Register an environment and start its container. Either give a workspace
     /// (its model kind picks the image and command: `--workspace DIR --data DIR`),
     /// or an explicit command after `--` (in the trainer image unless --image).
@@ -89,7 +89,7 @@ pub enum EnvCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct EnvUpArgs {
+pub(crate) struct EnvUpArgs {
     /// Environment name: lower-case letters, digits, '_', '.', '-'.
     pub name: String,
     /// Model workspace (mounted at /work); its model kind decides image and command.
@@ -128,7 +128,7 @@ pub struct EnvUpArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum HealthCommand {
+pub(crate) enum HealthCommand {
     /// One reconcile: print what was found and done. Exit 1 if something
     /// could not be healed (a crash loop, an unreachable Engine), for a Jenkins cron job.
     Check {
@@ -141,7 +141,7 @@ pub enum HealthCommand {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct TuneArgs {
+pub(crate) struct TuneArgs {
     /// Experiment spec (YAML or JSON). See examples/experiment.yaml.
     #[arg(value_name = "SPEC")]
     pub spec: Option<PathBuf>,
@@ -165,7 +165,7 @@ pub struct TuneArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ExperimentsCommand {
+pub(crate) enum ExperimentsCommand {
     /// All experiments, newest first.
     List {
         /// One JSON object per line.
@@ -182,7 +182,7 @@ pub enum ExperimentsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Image folder: DIR/train/<class>/*.jpg and DIR/validation/<class>/*.jpg, or DIR/<class>/ with --val-split.
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
@@ -198,7 +198,7 @@ pub struct TrainArgs {
 
 /// A spec file plus flags that override its fields.
 #[derive(Debug, Args, Default)]
-pub struct SpecArgs {
+pub(crate) struct SpecArgs {
     /// Model spec (JSON). Default: mlci's built-in spec.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,
@@ -225,7 +225,7 @@ pub struct SpecArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct PredictArgs {
+pub(crate) struct PredictArgs {
     /// A training output folder (with model.json and model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
@@ -238,7 +238,7 @@ pub struct PredictArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Tune on this image folder instead of generated images.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
@@ -251,7 +251,7 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub(crate) struct InspectArgs {
     /// Model spec (JSON). Default: mlci's built-in spec.
     #[arg(long, value_name = "FILE")]
     pub spec: Option<PathBuf>,

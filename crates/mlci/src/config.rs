@@ -13,47 +13,47 @@ use mlci_core::{SecretRef, SecretResolver};
 use serde::Deserialize;
 
 /// Every environment variable mlci reads.
-pub mod env {
-    pub const CONFIG: &str = "MLCI_CONFIG";
-    pub const DATA_DIR: &str = "MLCI_DATA_DIR";
-    pub const THREADS: &str = "MLCI_THREADS";
-    pub const DB: &str = "MLCI_DB";
-    pub const LOG: &str = "MLCI_LOG";
-    pub const MAIL_FROM: &str = "MLCI_MAIL_FROM";
+pub(crate) mod env {
+    pub(crate) const CONFIG: &str = "MLCI_CONFIG";
+    pub(crate) const DATA_DIR: &str = "MLCI_DATA_DIR";
+    pub(crate) const THREADS: &str = "MLCI_THREADS";
+    pub(crate) const DB: &str = "MLCI_DB";
+    pub(crate) const LOG: &str = "MLCI_LOG";
+    pub(crate) const MAIL_FROM: &str = "MLCI_MAIL_FROM";
     /// Comma-separated recipients.
-    pub const MAIL_TO: &str = "MLCI_MAIL_TO";
-    pub const SMTP_HOST: &str = "MLCI_SMTP_HOST";
-    pub const SMTP_PORT: &str = "MLCI_SMTP_PORT";
+    pub(crate) const MAIL_TO: &str = "MLCI_MAIL_TO";
+    pub(crate) const SMTP_HOST: &str = "MLCI_SMTP_HOST";
+    pub(crate) const SMTP_PORT: &str = "MLCI_SMTP_PORT";
     /// `starttls`, `tls` or `none`.
-    pub const SMTP_SECURITY: &str = "MLCI_SMTP_SECURITY";
-    pub const SMTP_USERNAME: &str = "MLCI_SMTP_USERNAME";
+    pub(crate) const SMTP_SECURITY: &str = "MLCI_SMTP_SECURITY";
+    pub(crate) const SMTP_USERNAME: &str = "MLCI_SMTP_USERNAME";
     /// Name of the variable holding the SMTP password (e.g. one Jenkins' withCredentials sets).
-    pub const SMTP_PASSWORD_ENV: &str = "MLCI_SMTP_PASSWORD_ENV";
-    pub const SMTP_PASSWORD_FILE: &str = "MLCI_SMTP_PASSWORD_FILE";
+    pub(crate) const SMTP_PASSWORD_ENV: &str = "MLCI_SMTP_PASSWORD_ENV";
+    pub(crate) const SMTP_PASSWORD_FILE: &str = "MLCI_SMTP_PASSWORD_FILE";
     /// Jenkins sets this in every build of a git job.
-    pub const GIT_COMMIT: &str = "GIT_COMMIT";
+    pub(crate) const GIT_COMMIT: &str = "GIT_COMMIT";
     /// The Docker Engine (default: the local unix socket).
-    pub const DOCKER_HOST: &str = "DOCKER_HOST";
+    pub(crate) const DOCKER_HOST: &str = "DOCKER_HOST";
     /// A statically linked mlci to put in the trainer image (default: this binary).
-    pub const TRAINER_BINARY: &str = "MLCI_TRAINER_BINARY";
+    pub(crate) const TRAINER_BINARY: &str = "MLCI_TRAINER_BINARY";
     /// The `mlci.owner` label of environment containers (default `mlci`).
-    pub const OWNER: &str = "MLCI_OWNER";
+    pub(crate) const OWNER: &str = "MLCI_OWNER";
     /// Seconds between the health watcher's full reconciles.
-    pub const HEALTH_INTERVAL: &str = "MLCI_HEALTH_INTERVAL";
+    pub(crate) const HEALTH_INTERVAL: &str = "MLCI_HEALTH_INTERVAL";
     /// `mlci serve`'s address (default 127.0.0.1:7878).
-    pub const LISTEN: &str = "MLCI_LISTEN";
+    pub(crate) const LISTEN: &str = "MLCI_LISTEN";
     /// The step service's API token (what Jenkins' `mlci-token` credential holds).
-    pub const TOKEN: &str = "MLCI_TOKEN";
-    pub const TOKEN_FILE: &str = "MLCI_TOKEN_FILE";
+    pub(crate) const TOKEN: &str = "MLCI_TOKEN";
+    pub(crate) const TOKEN_FILE: &str = "MLCI_TOKEN_FILE";
     /// The GitHub webhook secret.
-    pub const WEBHOOK_SECRET: &str = "MLCI_WEBHOOK_SECRET";
-    pub const WEBHOOK_SECRET_FILE: &str = "MLCI_WEBHOOK_SECRET_FILE";
+    pub(crate) const WEBHOOK_SECRET: &str = "MLCI_WEBHOOK_SECRET";
+    pub(crate) const WEBHOOK_SECRET_FILE: &str = "MLCI_WEBHOOK_SECRET_FILE";
 }
 
 /// `mlci.toml`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub threads: Option<usize>,
     /// SQLite database (default `<data_dir>/mlci.db`).
@@ -71,7 +71,7 @@ pub struct FileConfig {
 /// `[server]`: `mlci serve`. Secrets are read from the environment or files, never from here.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerSection {
+pub(crate) struct ServerSection {
     pub listen: Option<std::net::SocketAddr>,
     /// The URL Jenkins reaches mlci at (for `Location` headers and Jenkins `url` fields).
     pub public_url: Option<String>,
@@ -92,7 +92,7 @@ pub struct ServerSection {
 /// A repository the service knows: where it is, and what a push of it runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RepositorySection {
+pub(crate) struct RepositorySection {
     pub name: String,
     pub url: String,
     #[serde(default = "RepositorySection::default_branch")]
@@ -115,7 +115,7 @@ impl RepositorySection {
 /// `[health]`: how the watcher treats dead environments.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct HealthSection {
+pub(crate) struct HealthSection {
     pub interval_seconds: f64,
     pub backoff_initial_seconds: f64,
     pub backoff_max_seconds: f64,
@@ -137,7 +137,7 @@ impl Default for HealthSection {
 }
 
 impl HealthSection {
-    pub fn policy(&self) -> Result<mlci_health::Policy, ConfigError> {
+    pub(crate) fn policy(&self) -> Result<mlci_health::Policy, ConfigError> {
         let secs = |v: f64, field: &str| {
             if v.is_finite() && v >= 0.0 {
                 Ok(std::time::Duration::from_secs_f64(v))
@@ -163,7 +163,7 @@ impl HealthSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MailSection {
+pub(crate) struct MailSection {
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
@@ -174,7 +174,7 @@ pub struct MailSection {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SmtpSection {
+pub(crate) struct SmtpSection {
     pub host: String,
     pub port: Option<u16>,
     /// `starttls` (default), `tls` or `none`.
@@ -188,7 +188,7 @@ pub struct SmtpSection {
 
 /// The resolved configuration every command uses.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     pub data_dir: PathBuf,
     pub threads: usize,
     pub db: PathBuf,
@@ -202,7 +202,7 @@ pub struct Config {
 
 /// A configuration problem (exit 2), naming the file, variable or field.
 #[derive(Debug)]
-pub struct ConfigError(pub String);
+pub(crate) struct ConfigError(pub String);
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +215,7 @@ impl std::error::Error for ConfigError {}
 /// [`SecretRef::Env`], the file for [`SecretRef::File`], less a trailing newline. Handed to
 /// every library that needs a secret (the mail's SMTP password, a repository's token); errors
 /// name the variable or the file, never the value.
-pub fn secret_resolver() -> SecretResolver {
+pub(crate) fn secret_resolver() -> SecretResolver {
     Arc::new(|secret: &SecretRef| {
         secret.resolve_with(&|name| std::env::var_os(name), &|path| std::fs::read(path))
     })
@@ -226,17 +226,17 @@ fn var(name: &str) -> Option<String> {
 }
 
 /// The Docker Engine's address (`DOCKER_HOST`), when set.
-pub fn docker_host() -> Option<String> {
+pub(crate) fn docker_host() -> Option<String> {
     var(env::DOCKER_HOST)
 }
 
 /// The static mlci to put in the trainer image (`MLCI_TRAINER_BINARY`), when set.
-pub fn trainer_binary() -> Option<PathBuf> {
+pub(crate) fn trainer_binary() -> Option<PathBuf> {
     std::env::var_os(env::TRAINER_BINARY).map(PathBuf::from)
 }
 
 /// The commit Jenkins builds (`GIT_COMMIT`), when set.
-pub fn git_commit() -> Option<String> {
+pub(crate) fn git_commit() -> Option<String> {
     var(env::GIT_COMMIT)
 }
 
@@ -245,7 +245,7 @@ pub fn git_commit() -> Option<String> {
 /// /proc/cpuinfo each time), so it is always set; its worker pool spins 25,000 times after
 /// each op unless `CANDLE_BARRIER_POOL_SPIN_LIMIT` says otherwise, which on few cores
 /// steals our kernels' cycles (measured: 15% of an epoch on 2 cores).
-pub fn set_thread_vars(threads: usize) {
+pub(crate) fn set_thread_vars(threads: usize) {
     const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     if std::env::var_os(CANDLE_SPIN).is_none() {
@@ -254,7 +254,10 @@ pub fn set_thread_vars(threads: usize) {
 }
 
 /// A secret of the service: the file's content when `file` is given, else the variable's.
-pub fn server_secret(env_name: &str, file: Option<&Path>) -> Result<Option<mlci_core::Secret>, ConfigError> {
+pub(crate) fn server_secret(
+    env_name: &str,
+    file: Option<&Path>,
+) -> Result<Option<mlci_core::Secret>, ConfigError> {
     if let Some(path) = file {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
@@ -269,12 +272,12 @@ pub fn server_secret(env_name: &str, file: Option<&Path>) -> Result<Option<mlci_
 
 impl Config {
     /// Where everything under the data folder is.
-    pub fn layout(&self) -> mlci_core::DataLayout {
+    pub(crate) fn layout(&self) -> mlci_core::DataLayout {
         mlci_core::DataLayout::new(&self.data_dir)
     }
 
     /// Defaults < file < environment < flags.
-    pub fn load(
+    pub(crate) fn load(
         file: Option<&Path>,
         data_dir_flag: Option<PathBuf>,
         threads_flag: Option<usize>,
@@ -392,7 +395,7 @@ impl Config {
         })
     }
 
-    pub fn outbox(&self) -> PathBuf {
+    pub(crate) fn outbox(&self) -> PathBuf {
         self.mail
             .outbox
             .clone()

@@ -19,7 +19,7 @@ use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
 /// The Engine at `DOCKER_HOST`, else the default socket.
-pub fn engine() -> anyhow::Result<Arc<Engine>> {
+pub(crate) fn engine() -> anyhow::Result<Arc<Engine>> {
     let host = crate::config::docker_host();
     Ok(Arc::new(Engine::connect(host.as_deref())?))
 }
@@ -27,7 +27,7 @@ pub fn engine() -> anyhow::Result<Arc<Engine>> {
 /// The trainer image for this mlci (tagged by version and binary content, so
 /// a rebuilt mlci gets a new image), built from a static mlci when missing:
 /// `MLCI_TRAINER_BINARY`, else this binary if it is static.
-pub fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
+pub(crate) fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
     let binary = match crate::config::trainer_binary() {
         Some(path) => path,
         None => std::env::current_exe().context("cannot find the mlci binary")?,
@@ -114,7 +114,7 @@ fn health(cfg: &Config) -> anyhow::Result<Health> {
 }
 
 /// The health watcher for this configuration (Engine, policy, owner, log folder) over `store`.
-pub fn health_with(cfg: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Health> {
+pub(crate) fn health_with(cfg: &Config, store: Arc<SqliteStore>) -> anyhow::Result<Health> {
     Ok(Health::new(
         engine()?,
         store,
@@ -276,7 +276,7 @@ fn spec_from_args(args: EnvUpArgs, engine: &Engine) -> anyhow::Result<Environmen
     Ok(spec)
 }
 
-pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<Exit> {
+pub(crate) fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let health = health(cfg)?;
     match cmd {
         EnvCommand::Up(args) => {
@@ -352,7 +352,7 @@ pub fn cmd_env(cmd: EnvCommand, cfg: &Config) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-pub fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<Exit> {
+pub(crate) fn cmd_health(cmd: HealthCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let health = health(cfg)?;
     match cmd {
         HealthCommand::Check { json } => {

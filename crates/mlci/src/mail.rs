@@ -11,7 +11,7 @@ use mlci_notify::{
 use crate::config::{secret_resolver, Config, ConfigError};
 
 /// The notifier's settings from mlci's configuration.
-pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
+pub(crate) fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
     let m = &cfg.mail;
     let mut mail = MailConfig {
         outbox: cfg.outbox(),
@@ -66,12 +66,12 @@ pub fn mail_config(cfg: &Config) -> Result<MailConfig, ConfigError> {
 
 /// The notifier for mlci's configuration; bad settings are errors naming the field. The
 /// SMTP password is resolved by [`secret_resolver`] when a mail is sent.
-pub fn notifier(cfg: &Config) -> anyhow::Result<Notifier> {
+pub(crate) fn notifier(cfg: &Config) -> anyhow::Result<Notifier> {
     Ok(Notifier::new(mail_config(cfg)?, secret_resolver())?)
 }
 
 /// Mail the outcome of `exp` with the report attached.
-pub fn notify(
+pub(crate) fn notify(
     notifier: &Notifier,
     exp: &ExperimentRecord,
     trials: &[TrialRecord],

@@ -10,7 +10,7 @@ use mlci_core::{Architecture, EpochMetrics};
 use mlci_train::{Control, Observer};
 
 #[derive(Debug)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     interactive: bool,
     epochs: usize,
@@ -18,7 +18,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bar: None,
             interactive: std::io::stderr().is_terminal(),
@@ -88,12 +88,12 @@ impl Observer for Progress {
 }
 
 /// Write one JSON line to stdout and flush, so a pipe sees it at once.
-pub fn emit(value: &serde_json::Value) {
+pub(crate) fn emit(value: &serde_json::Value) {
     write_line(&value.to_string());
 }
 
 /// Write one event of the output protocol (`mlci_core::protocol`) as a line.
-pub fn emit_event(event: &Event) {
+pub(crate) fn emit_event(event: &Event) {
     write_line(&event.to_line());
 }
 

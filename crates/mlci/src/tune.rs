@@ -187,7 +187,7 @@ fn swarm_executor(experiment: &str, spec: &ExperimentSpec) -> anyhow::Result<mlc
 }
 
 /// Run `mlci tune`; returns the exit code.
-pub fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
+pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = open_store(cfg)?;
     let exp = experiment_to_run(&args, &store)?;
     let spec = exp.spec.clone();
@@ -362,7 +362,7 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
     }
 }
 
-pub fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<Exit> {
+pub(crate) fn cmd_experiments(cmd: ExperimentsCommand, cfg: &Config) -> anyhow::Result<Exit> {
     let store = open_store(cfg)?;
     match cmd {
         ExperimentsCommand::List { json } => {

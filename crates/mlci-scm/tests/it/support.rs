@@ -9,14 +9,14 @@ use mlci_scm::{RepoSpec, Scm, SecretRef, SecretResolver};
 use tempfile::TempDir;
 
 /// A non-bare repository on branch `main` that tests commit to.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub dir: TempDir,
     pub repo: Repository,
     clock: std::cell::Cell<i64>,
 }
 
 impl Upstream {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut options = git2::RepositoryInitOptions::new();
         options.initial_head("main");
@@ -28,17 +28,17 @@ impl Upstream {
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("file://{}", self.dir.path().display())
     }
 
-    pub fn spec(&self, name: &str) -> RepoSpec {
+    pub(crate) fn spec(&self, name: &str) -> RepoSpec {
         RepoSpec::new(name, self.url(), "main")
     }
 
     /// Write `files` (path, content; `None` deletes) into the work tree and commit them all on
     /// the current branch. Returns the full sha.
-    pub fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
+    pub(crate) fn commit(&self, files: &[(&str, Option<&str>)], message: &str) -> String {
         let root = self.dir.path();
         for (path, content) in files {
             let full = root.join(path);
@@ -68,31 +68,31 @@ impl Upstream {
     }
 
     /// `git reset --hard <sha>` on the current branch (the start of a force push).
-    pub fn reset_hard(&self, sha: &str) {
+    pub(crate) fn reset_hard(&self, sha: &str) {
         let object = self.repo.revparse_single(sha).unwrap();
         self.repo.reset(&object, ResetType::Hard, None).unwrap();
     }
 
     /// A new branch at the current head.
-    pub fn branch(&self, name: &str) {
+    pub(crate) fn branch(&self, name: &str) {
         let head = self.repo.head().unwrap().peel_to_commit().unwrap();
         self.repo.branch(name, &head, false).unwrap();
     }
 }
 
 /// An `Scm` over a fresh temporary root (kept alive by the returned `TempDir`).
-pub fn scm() -> (TempDir, Scm) {
+pub(crate) fn scm() -> (TempDir, Scm) {
     let root = tempfile::tempdir().unwrap();
     let scm = Scm::new(root.path().join("scm"));
     (root, scm)
 }
 
-pub fn read(path: &Path) -> String {
+pub(crate) fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A resolver like the binary's, reading files and looking variables up with `env` instead of
 /// the process environment (libgit2 reads that from other test threads).
-pub fn secrets(env: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> SecretResolver {
+pub(crate) fn secrets(env: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static) -> SecretResolver {
     Arc::new(move |r: &SecretRef| r.resolve_with(&env, &|path| std::fs::read(path)))
 }

@@ -241,7 +241,7 @@ impl Kernels {
 impl Parzen {
     /// The estimator of `domains` (none of them single-valued) from `rows`:
     /// one row of internal values per observation, in trial-number order.
-    pub fn new(domains: &[&Domain], rows: &[Vec<f64>]) -> Self {
+    pub(super) fn new(domains: &[&Domain], rows: &[Vec<f64>]) -> Self {
         let n = rows.len();
         let mut weights = default_weights(n);
         weights.push(if n == 0 { 1.0 } else { PRIOR_WEIGHT });
@@ -263,7 +263,7 @@ impl Parzen {
     }
 
     /// `size` draws: a kernel by weight, then each parameter from it.
-    pub fn sample(&self, rng: &mut Pcg64, size: usize) -> Vec<Vec<f64>> {
+    pub(super) fn sample(&self, rng: &mut Pcg64, size: usize) -> Vec<Vec<f64>> {
         (0..size)
             .map(|_| {
                 let k = pick(&self.cumulative_weights, rng.random());
@@ -273,7 +273,7 @@ impl Parzen {
     }
 
     /// The log density (mass, for ints and categoricals) of a point.
-    pub fn log_pdf(&self, x: &[f64]) -> f64 {
+    pub(super) fn log_pdf(&self, x: &[f64]) -> f64 {
         let mut terms = self.log_weights.clone();
         for (d, kernels) in self.dims.iter().enumerate() {
             for (k, term) in terms.iter_mut().enumerate() {

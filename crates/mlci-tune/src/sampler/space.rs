@@ -48,7 +48,7 @@ impl Space {
     /// (ties by key). Parameters caught in a cycle of conditions go last,
     /// where their conditions can never hold: they are never suggested (nor
     /// are categoricals without values, which validation rejects).
-    pub fn new(space: &SearchSpace) -> Self {
+    pub(super) fn new(space: &SearchSpace) -> Self {
         let mut placed: Vec<&str> = Vec::with_capacity(space.len());
         let mut left: BTreeMap<&str, &ParamSpec> = space
             .iter()
@@ -82,7 +82,7 @@ impl Space {
     }
 
     /// Whether `dim` is suggested, given the values suggested before it.
-    pub fn active(dim: &Dim, params: &Params) -> bool {
+    pub(super) fn active(dim: &Dim, params: &Params) -> bool {
         match &dim.when {
             None => true,
             Some(c) => params
@@ -95,7 +95,7 @@ impl Space {
     /// parameter's range cut into `n` equal-probability strata, each stratum
     /// used by exactly one of the `n` trials (a permutation drawn from `seed`
     /// alone), the point inside it drawn from `rng`.
-    pub fn sample_latin(&self, seed: u64, index: usize, n: usize, rng: &mut Pcg64) -> Params {
+    pub(super) fn sample_latin(&self, seed: u64, index: usize, n: usize, rng: &mut Pcg64) -> Params {
         let mut params = Params::new();
         for (d, dim) in self.dims.iter().enumerate() {
             if !Self::active(dim, &params) {
@@ -113,7 +113,7 @@ impl Space {
     }
 
     /// Independent uniform (log-uniform) draws for the active parameters.
-    pub fn sample_random(&self, rng: &mut Pcg64) -> Params {
+    pub(super) fn sample_random(&self, rng: &mut Pcg64) -> Params {
         let mut params = Params::new();
         for dim in &self.dims {
             if Self::active(dim, &params) {
@@ -152,7 +152,7 @@ impl Domain {
     }
 
     /// Only one value is possible.
-    pub fn single(&self) -> bool {
+    pub(super) fn single(&self) -> bool {
         match self {
             Domain::Float { low, high, .. } => low >= high,
             Domain::Int { low, high, .. } => low >= high,
@@ -162,7 +162,7 @@ impl Domain {
 
     /// The internal value of `v`, or `None` when `v` is not in the domain
     /// (e.g. the search space changed since the trial ran).
-    pub fn to_internal(&self, v: &ParamValue) -> Option<f64> {
+    pub(super) fn to_internal(&self, v: &ParamValue) -> Option<f64> {
         match self {
             Domain::Float { low, high, .. } => {
                 let x = match v {
@@ -185,7 +185,7 @@ impl Domain {
     }
 
     /// The parameter value of an internal value.
-    pub fn to_external(&self, x: f64) -> ParamValue {
+    pub(super) fn to_external(&self, x: f64) -> ParamValue {
         match self {
             Domain::Float { low, high, .. } => ParamValue::Float(x.clamp(*low, *high)),
             Domain::Int { .. } => ParamValue::Int(self.align(x) as i64),
@@ -194,7 +194,7 @@ impl Domain {
     }
 
     /// Ints: the nearest value on the step grid, inside the range.
-    pub fn align(&self, x: f64) -> f64 {
+    pub(super) fn align(&self, x: f64) -> f64 {
         match self {
             Domain::Int { low, high, step, .. } => {
                 let (low, high, step) = (*low as f64, *high as f64, *step as f64);
@@ -207,7 +207,7 @@ impl Domain {
 
     /// For ints on a log scale: the lower edge of the lowest value's cell,
     /// `low - step/2` (kept positive).
-    pub fn log_int_low_edge(low: i64, step: i64) -> f64 {
+    pub(super) fn log_int_low_edge(low: i64, step: i64) -> f64 {
         let edge = low as f64 - step as f64 / 2.0;
         if edge > 0.0 {
             edge
@@ -217,7 +217,7 @@ impl Domain {
     }
 
     /// A uniform draw (log-uniform on a log scale), as an internal value.
-    pub fn sample_uniform(&self, rng: &mut Pcg64) -> f64 {
+    pub(super) fn sample_uniform(&self, rng: &mut Pcg64) -> f64 {
         match self {
             Domain::Float { low, high, log } => {
                 if low >= high {
@@ -246,7 +246,7 @@ impl Domain {
 
     /// The value at quantile `u` in `[0, 1)` of the uniform (log-uniform)
     /// distribution of [`Self::sample_uniform`], as an internal value.
-    pub fn quantile(&self, u: f64) -> f64 {
+    pub(super) fn quantile(&self, u: f64) -> f64 {
         let u = u.clamp(0.0, 1.0);
         match self {
             Domain::Float { low, high, log } => {
@@ -274,7 +274,7 @@ impl Domain {
     /// Grid points: every categorical value; ints with at most `points`
     /// values all of them; other numbers at `points` evenly (log-evenly)
     /// spaced points, ints rounded to their step and deduplicated.
-    pub fn grid(&self, points: usize) -> Vec<ParamValue> {
+    pub(super) fn grid(&self, points: usize) -> Vec<ParamValue> {
         let points = points.max(2);
         let spaced = |low: f64, high: f64, log: bool| -> Vec<f64> {
             (0..points)

@@ -31,7 +31,7 @@ use crate::exit::Exit;
 use poll::PollLoop;
 use steps::MlciSteps;
 
-pub fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
+pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = Arc::new(SqliteStore::open(&cfg.db)?);
     let scm = Arc::new(Scm::new(cfg.layout().scm_dir()).with_secrets(crate::config::secret_resolver()));
     let repos = MlciSteps::load_repos(cfg, scm.root())?;
