@@ -62,9 +62,24 @@ impl DataLayout {
         self.root.join("scm")
     }
 
+    /// The repositories `scm-sync` registered (credentials by reference only).
+    pub fn repositories_file(&self) -> PathBuf {
+        self.scm_dir().join("repositories.json")
+    }
+
+    /// The last commit the poller saw, per repository.
+    pub fn poll_state_file(&self) -> PathBuf {
+        self.scm_dir().join("last_seen.json")
+    }
+
     /// The step service's artifacts root (one folder per run beneath).
     pub fn artifacts_dir(&self) -> PathBuf {
         self.root.join("artifacts")
+    }
+
+    /// A step run's published files (`run` comes from the store).
+    pub fn run_artifacts_dir(&self, run: &str) -> PathBuf {
+        self.artifacts_dir().join(run)
     }
 
     /// A step run's working folder (`run` comes from the store).
@@ -101,6 +116,9 @@ mod tests {
         assert_eq!(l.run_dir("r-000001"), Path::new("/d/runs/r-000001"));
         assert_eq!(l.artifacts_dir(), Path::new("/d/artifacts"));
         assert_eq!(l.scm_dir(), Path::new("/d/scm"));
+        assert_eq!(l.repositories_file(), Path::new("/d/scm/repositories.json"));
+        assert_eq!(l.poll_state_file(), Path::new("/d/scm/last_seen.json"));
+        assert_eq!(l.run_artifacts_dir("r-000002"), Path::new("/d/artifacts/r-000002"));
         assert_eq!(l.outbox_dir(), Path::new("/d/outbox"));
         assert_eq!(l.environments_dir(), Path::new("/d/environments"));
         assert_eq!(l.demo_dir(), Path::new("/d/demo"));

@@ -34,7 +34,7 @@ use steps::MlciSteps;
 pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = Arc::new(SqliteStore::open(&cfg.db)?);
     let scm = Arc::new(Scm::new(cfg.layout().scm_dir()).with_secrets(crate::config::secret_resolver()));
-    let repos = MlciSteps::load_repos(cfg, scm.root())?;
+    let repos = MlciSteps::load_repos(cfg)?;
     let poll_repos: Vec<RepoSpec> = cfg
         .server
         .repositories
@@ -89,7 +89,7 @@ pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
                 let poller = PollLoop {
                     scm,
                     repos: poll_repos,
-                    state: cfg.layout().scm_dir().join("last_seen.json"),
+                    state: cfg.layout().poll_state_file(),
                     url: format!("http://{addr}/api/v1/steps/pipeline"),
                     token,
                 };

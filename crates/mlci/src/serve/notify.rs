@@ -52,7 +52,7 @@ impl MlciSteps {
             .map_err(fail)?
             .ok_or_else(|| fail(format!("experiment {exp_id} is not in the store")))?;
         let trials = self.store.trials(&exp_id).map_err(fail)?;
-        let report = self.cfg.layout().artifacts_dir().join(run_id).join("report.html");
+        let report = self.cfg.layout().run_artifacts_dir(run_id).join("report.html");
         let notifier = crate::mail::notifier(&self.cfg).map_err(|e| fail(format!("{e:#}")))?;
         let delivery =
             crate::mail::notify(&notifier, &exp, &trials, &report).map_err(|e| fail(format!("{e:#}")))?;

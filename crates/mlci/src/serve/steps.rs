@@ -164,14 +164,14 @@ pub(crate) struct MlciSteps {
 
 impl MlciSteps {
     fn repos_file(&self) -> PathBuf {
-        self.scm.root().join("repositories.json")
+        self.cfg.layout().repositories_file()
     }
 
     /// The repositories known at start: those `scm-sync` saved, then the configured ones
     /// (which win).
-    pub(crate) fn load_repos(cfg: &Config, scm_root: &Path) -> anyhow::Result<BTreeMap<String, RepoSpec>> {
+    pub(crate) fn load_repos(cfg: &Config) -> anyhow::Result<BTreeMap<String, RepoSpec>> {
         let mut repos = BTreeMap::new();
-        let file = scm_root.join("repositories.json");
+        let file = cfg.layout().repositories_file();
         if file.exists() {
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
