@@ -118,7 +118,10 @@ mod tests {
         assert_eq!(l.scm_dir(), Path::new("/d/scm"));
         assert_eq!(l.repositories_file(), Path::new("/d/scm/repositories.json"));
         assert_eq!(l.poll_state_file(), Path::new("/d/scm/last_seen.json"));
-        assert_eq!(l.run_artifacts_dir("r-000002"), Path::new("/d/artifacts/r-000002"));
+        assert_eq!(
+            l.run_artifacts_dir("r-000002"),
+            Path::new("/d/artifacts/r-000002")
+        );
         assert_eq!(l.outbox_dir(), Path::new("/d/outbox"));
         assert_eq!(l.environments_dir(), Path::new("/d/environments"));
         assert_eq!(l.demo_dir(), Path::new("/d/demo"));

@@ -13,6 +13,7 @@ mod environment;
 mod error;
 mod experiment;
 mod layout;
+mod markup;
 mod metrics;
 mod params;
 mod ports;
@@ -33,6 +34,7 @@ pub use experiment::{
     Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
 };
 pub use layout::{trial_dir_in, DataLayout};
+pub use markup::escape_markup;
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, describe, MODEL_KEYS};
 pub use ports::{

@@ -486,21 +486,8 @@ impl<'a> Summary<'a> {
     }
 }
 
-/// Escape text for HTML element content and double-quoted attributes.
-pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escape text for HTML element content and attributes (the one escaper, in mlci-core).
+pub(crate) use mlci_core::escape_markup as esc;
 
 /// Control characters (newlines included) become spaces: for subjects and table cells.
 fn one_line(s: &str) -> String {
