@@ -173,8 +173,8 @@ async fn get_log(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
+    let offset = log_offset("offset", q.offset)?;
     let run = state.run_or_404(id).await?;
-    let offset = q.offset.unwrap_or(0);
     if matches!(q.follow.as_deref(), Some("1" | "true" | "yes")) {
         return Ok(follow(state, run.id, offset));
     }
@@ -186,6 +186,19 @@ async fn get_log(
         headers.insert("x-more-data", HeaderValue::from_static("true"));
     }
     Ok(response)
+}
+
+/// A log offset from a query (`?offset=`, Jenkins' `?start=`): the store counts in i64,
+/// so a larger one is bad input (400 naming `field`), never a server error.
+pub(crate) fn log_offset(field: &str, offset: Option<u64>) -> Result<u64, ApiError> {
+    match offset {
+        None => Ok(0),
+        Some(o) if i64::try_from(o).is_ok() => Ok(o),
+        Some(_) => Err(ApiError::bad_field(
+            field,
+            format!("must be a byte offset of at most {}", i64::MAX),
+        )),
+    }
 }
 
 /// The log from `offset` (at most [`LOG_SLICE`] bytes), the next offset, and whether more

@@ -542,8 +542,9 @@ async fn progressive_text(
     Path((job, n)): Path<(String, String)>,
     Query(q): Query<Start>,
 ) -> Result<Response, ApiError> {
+    let start = crate::api::log_offset("start", q.start)?;
     let run = find_build(&state, &job, &n).await?;
-    let (bytes, next, more) = log_slice(&state, run.id, q.start.unwrap_or(0)).await?;
+    let (bytes, next, more) = log_slice(&state, run.id, start).await?;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response();
     response
         .headers_mut()

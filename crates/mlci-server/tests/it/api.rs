@@ -177,6 +177,41 @@ fn the_log_can_be_read_by_offset_and_followed() {
     assert!(past.body.is_empty());
 }
 
+/// Regression (issue 10): an offset past i64 answered 500 from the store.
+#[test]
+fn log_offsets_out_of_range_are_bad_input_not_server_errors() {
+    let server = TestServer::start();
+    let run = server.post_step("noop", "{}", None).json();
+    let id = run["id"].as_str().unwrap().to_owned();
+    for (path, field) in [
+        (
+            format!("/api/v1/runs/{id}/log?offset=9223372036854775808"),
+            "offset",
+        ),
+        (
+            format!("/api/v1/runs/{id}/log?offset=18446744073709551615&follow=1"),
+            "offset",
+        ),
+        (
+            "/job/noop/1/logText/progressiveText?start=9223372036854775808".to_owned(),
+            "start",
+        ),
+    ] {
+        let reply = server.get(&path);
+        assert_eq!(reply.status, 400, "{path}");
+        assert_eq!(reply.json()["field"], field, "{path}");
+    }
+    for path in [
+        format!("/api/v1/runs/{id}/log?offset=18446744073709551616"),
+        format!("/api/v1/runs/{id}/log?offset=-1"),
+    ] {
+        assert_eq!(server.get(&path).status, 400, "{path}");
+    }
+    let fine = server.get(&format!("/api/v1/runs/{id}/log?offset=9223372036854775807"));
+    assert_eq!(fine.status, 200);
+    assert!(fine.body.is_empty());
+}
+
 #[test]
 fn a_run_can_be_cancelled() {
     let server = TestServer::start();

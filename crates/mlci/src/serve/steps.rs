@@ -94,13 +94,32 @@ impl From<RelPath> for String {
 }
 
 impl RelPath {
-    pub(crate) fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// This path inside `root`.
-    pub(crate) fn under(&self, root: &Path) -> PathBuf {
-        root.join(&self.0)
+    /// This file in a checkout at `root`, for reading: a regular file reached without
+    /// following any link. A link is refused whatever it points at, so the answer never
+    /// tells whether a path outside the checkout exists, and nothing outside is read (a
+    /// spec's parse error would quote it into a public log).
+    pub(crate) fn file_in(&self, root: &Path, field: &str) -> Result<PathBuf, StepFailure> {
+        let mut path = root.to_path_buf();
+        for part in Path::new(&self.0).components() {
+            let Component::Normal(part) = part else { continue };
+            path.push(part);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => return Err(fail(format!(
+                    "{field}: {} is a symbolic link in the repository; mlci follows no link in a checkout",
+                    self.0
+                ))),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            Ok(path)
+        } else {
+            Err(fail(format!(
+                "{field}: {} is not a file in the repository at this commit",
+                self.0
+            )))
+        }
     }
 }
 

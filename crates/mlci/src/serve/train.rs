@@ -53,8 +53,13 @@ impl MlciSteps {
             .map_err(fail)?;
         let (_, ws) = self.workspace(RepoRef::named(&params.repository), params.commit.as_ref(), ctx)?;
         let spec = match &params.spec {
-            Some(rel) => rel.under(&ws.path),
-            None => ws.path.join(kind::detect(&ws.path).map_err(fail)?.file),
+            Some(rel) => rel.file_in(&ws.path, "spec")?,
+            None => {
+                let detected = kind::detect(&ws.path).map_err(fail)?.file;
+                RelPath::try_from(detected.display().to_string())
+                    .map_err(fail)?
+                    .file_in(&ws.path, "spec")?
+            }
         };
         let goal = params.goal.map_or(DEFAULT_GOAL, f64::from);
         let out = self.cfg.layout().run_dir(ctx.id()).join("train");

@@ -63,13 +63,7 @@ impl MlciSteps {
             )
             .map_err(|e| fail(format!("experiment: {e}")))?,
         };
-        let experiment = rel.under(&ws.path);
-        if !experiment.is_file() {
-            return Err(fail(format!(
-                "experiment: {} is not a file in the repository at this commit",
-                rel.as_str()
-            )));
-        }
+        let experiment = rel.file_in(&ws.path, "experiment")?;
         let mut args: Vec<OsString> = vec!["tune".into(), experiment.into(), "--data".into(), data.into()];
         args.extend(["--report-dir".into(), ctx.artifacts_dir().as_os_str().to_owned()]);
         args.extend(["--git-commit".into(), ws.commit.sha.clone().into()]);

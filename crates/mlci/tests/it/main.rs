@@ -3,6 +3,7 @@
 
 mod health;
 mod pipeline;
+mod security;
 mod tune;
 
 use std::io::{BufRead, BufReader};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::tune::static_mlci;
 use crate::{generated, mlci};
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap()
         .local_addr()
@@ -20,7 +20,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_listening(port: u16, child: &mut Child, what: &str) {
+pub(crate) fn wait_listening(port: u16, child: &mut Child, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -32,7 +32,7 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
 }
 
 /// Children killed (by PID) when the test ends, whatever happens.
-struct Children(Vec<Child>);
+pub(crate) struct Children(pub(crate) Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -52,7 +52,7 @@ impl Drop for Children {
     }
 }
 
-fn git(repo: &Path, args: &[&str]) -> String {
+pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     let o = Command::new("git")
         .arg("-C")
         .arg(repo)
@@ -72,7 +72,7 @@ fn git(repo: &Path, args: &[&str]) -> String {
 }
 
 /// A model repository as a data scientist pushes it: an mlci CNN spec and an experiment.
-fn model_repo(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn model_repo(dir: &Path) -> std::path::PathBuf {
     let repo = dir.join("model-repo");
     std::fs::create_dir_all(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
@@ -194,7 +194,7 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
     assert!(mails.iter().any(|m| m.contains("catsdogs-ci")), "{mails:?}");
 }
 
-fn get_json(url: &str) -> serde_json::Value {
+pub(crate) fn get_json(url: &str) -> serde_json::Value {
     let o = Command::new("curl").args(["-fsS", url]).output().unwrap();
     assert!(
         o.status.success(),
@@ -295,7 +295,7 @@ fn polling_starts_one_pipeline_per_new_commit() {
     );
 }
 
-fn post_json(url: &str, token: &str, key: &str, body: &str) -> serde_json::Value {
+pub(crate) fn post_json(url: &str, token: &str, key: &str, body: &str) -> serde_json::Value {
     let o = Command::new("curl")
         .args(["-fsS", "-X", "POST", "-H", "Content-Type: application/json"])
         .args([
