@@ -87,6 +87,45 @@ pub(crate) struct ServerSection {
     /// Poll the repositories every this many seconds for new commits (the classic job 1's
     /// "poll SCM"); off by default (the webhook is the push-based way).
     pub poll_seconds: Option<f64>,
+    /// What the runs the service starts may do: the operator decides, a repository only
+    /// proposes.
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+/// `[server.policy]`: which executors a repository's experiment may ask for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicySection {
+    /// Run repository commands on the service's host (`trial.executor: subprocess`).
+    /// Off by default: repository code runs only in containers.
+    #[serde(default)]
+    pub(crate) allow_host_commands: bool,
+    /// The executors allowed (default: `in_process`, mlci's own trainer, which runs no
+    /// repository code; `container`; `swarm`; and `subprocess` only with
+    /// `allow_host_commands`).
+    pub(crate) executors: Option<Vec<mlci_core::ExecutorKind>>,
+}
+
+impl PolicySection {
+    /// Whether a run may use `executor`; the refusal names the rule.
+    pub(crate) fn allows(&self, executor: mlci_core::ExecutorKind) -> Result<(), String> {
+        use mlci_core::ExecutorKind;
+        if executor == ExecutorKind::Subprocess && !self.allow_host_commands {
+            return Err(
+                "refused by the operator's policy: [server.policy] allow_host_commands is \
+                        false (repository commands run only in containers)"
+                    .to_owned(),
+            );
+        }
+        match &self.executors {
+            Some(list) if !list.contains(&executor) => Err(format!(
+                "refused by the operator's policy: [server.policy] executors = {:?} does not list it",
+                list
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A repository the service knows: where it is, and what a push of it runs.
@@ -406,6 +445,26 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_policy_refuses_host_commands_unless_the_operator_allows_them() {
+        use mlci_core::ExecutorKind::{Container, InProcess, Subprocess, Swarm};
+        let file: FileConfig = toml::from_str("[server.policy]\n").unwrap();
+        let default = file.server.policy;
+        for allowed in [InProcess, Container, Swarm] {
+            assert!(default.allows(allowed).is_ok(), "{allowed:?}");
+        }
+        let refusal = default.allows(Subprocess).unwrap_err();
+        assert!(refusal.contains("allow_host_commands"), "{refusal}");
+        let open: FileConfig = toml::from_str(
+            "[server.policy]\nallow_host_commands = true\nexecutors = [\"container\", \"subprocess\"]\n",
+        )
+        .unwrap();
+        assert!(open.server.policy.allows(Subprocess).is_ok());
+        let refusal = open.server.policy.allows(InProcess).unwrap_err();
+        assert!(refusal.contains("executors"), "{refusal}");
+        assert!(toml::from_str::<FileConfig>("[server.policy]\nallow_everything = true\n").is_err());
+    }
 
     #[test]
     fn secrets_resolve_from_files_and_the_environment_naming_the_reference_only() {

@@ -104,10 +104,12 @@ impl RelPath {
             let Component::Normal(part) = part else { continue };
             path.push(part);
             match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => return Err(fail(format!(
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(fail(format!(
                     "{field}: {} is a symbolic link in the repository; mlci follows no link in a checkout",
                     self.0
-                ))),
+                )))
+                }
                 Ok(_) => {}
                 Err(_) => break,
             }

@@ -50,6 +50,21 @@ pub(crate) struct TuneResult {
 }
 
 impl MlciSteps {
+    /// The operator's policy over what the repository's experiment asks for, checked
+    /// before anything of it runs.
+    fn check_policy(&self, experiment: &std::path::Path) -> Result<(), StepFailure> {
+        let text = std::fs::read_to_string(experiment)
+            .map_err(|e| fail(format!("experiment: cannot read it: {}", e.kind())))?;
+        let spec =
+            mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| fail(format!("experiment: {e}")))?;
+        let executor = spec.trial.executor;
+        self.cfg
+            .server
+            .policy
+            .allows(executor)
+            .map_err(|rule| fail(format!("trial.executor: {} is {rule}", executor_name(executor))))
+    }
+
     pub(crate) fn tune(&self, params: &TuneParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
         let repo = &params.repository;
         let data = self.data(params.data.as_deref(), repo).map_err(fail)?;
@@ -64,6 +79,7 @@ impl MlciSteps {
             .map_err(|e| fail(format!("experiment: {e}")))?,
         };
         let experiment = rel.file_in(&ws.path, "experiment")?;
+        self.check_policy(&experiment)?;
         let mut args: Vec<OsString> = vec!["tune".into(), experiment.into(), "--data".into(), data.into()];
         args.extend(["--report-dir".into(), ctx.artifacts_dir().as_os_str().to_owned()]);
         args.extend(["--git-commit".into(), ws.commit.sha.clone().into()]);
@@ -113,4 +129,11 @@ impl MlciSteps {
         };
         Ok(StepOutput::new(&result, outcome))
     }
+}
+
+fn executor_name(kind: mlci_core::ExecutorKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{kind:?}"))
 }

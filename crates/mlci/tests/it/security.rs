@@ -4,50 +4,42 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+
 use crate::pipeline::{free_port, get_json, git, model_repo, post_json, wait_listening, Children};
 use crate::{generated, mlci};
 
-/// Regression: `experiment.yaml -> /etc/passwd` committed to a repository made the spec
-/// parser quote the host file into the run's log (readable without a token). The link is
-/// now refused by name, and nothing of its target is read or shown; a link to a file
-/// that does not exist gets the same answer, so it tells nothing about the host either.
-#[test]
-fn a_symlinked_spec_in_a_repository_is_refused_and_quotes_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = generated(tmp.path(), 20);
-    let repo = model_repo(tmp.path());
-    std::fs::remove_file(repo.join("experiment.yaml")).unwrap();
-    std::os::unix::fs::symlink("/etc/passwd", repo.join("experiment.yaml")).unwrap();
-    std::os::unix::fs::symlink("/nonexistent/mlci-secret", repo.join("other.yaml")).unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "Links out of the repository"]);
+/// A running `mlci serve` (stopped by PID when dropped) and its address.
+struct Service {
+    base: String,
+    _child: Children,
+}
 
-    let state = tmp.path().join("mlci");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
-    let mut child = mlci(&state)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("MLCI_TOKEN", "hostile-token")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    wait_listening(port, &mut child, "mlci serve");
-    let _serve = Children(vec![child]);
+impl Service {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
+        let mut child = mlci(&dir.join("mlci"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("MLCI_TOKEN", "hostile-token")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child, "mlci serve");
+        Service {
+            base: format!("http://127.0.0.1:{port}"),
+            _child: Children(vec![child]),
+        }
+    }
 
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
-    let first_line = passwd.lines().next().unwrap().to_owned();
-    let mut errors = Vec::new();
-    for (n, experiment) in ["experiment.yaml", "other.yaml"].iter().enumerate() {
-        let body = serde_json::json!({
-            "repository": "model", "url": format!("file://{}", repo.display()),
-            "data": data, "experiment": experiment,
-        });
+    /// Start a pipeline of `repo` and wait for its end: (the run, its log).
+    fn pipeline(&self, key: &str, body: serde_json::Value) -> (serde_json::Value, String) {
+        let base = &self.base;
         let run = post_json(
             &format!("{base}/api/v1/steps/pipeline"),
             "hostile-token",
-            &format!("hostile-{n}"),
+            key,
             &body.to_string(),
         );
         let id = run["id"].as_str().unwrap().to_owned();
@@ -68,6 +60,35 @@ fn a_symlinked_spec_in_a_repository_is_refused_and_quotes_nothing() {
                 .stdout,
         )
         .into_owned();
+        (run, log)
+    }
+}
+
+/// Regression: `experiment.yaml -> /etc/passwd` committed to a repository made the spec
+/// parser quote the host file into the run's log (readable without a token). The link is
+/// now refused by name, and nothing of its target is read or shown; a link to a file
+/// that does not exist gets the same answer, so it tells nothing about the host either.
+#[test]
+fn a_symlinked_spec_in_a_repository_is_refused_and_quotes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 20);
+    let repo = model_repo(tmp.path());
+    std::fs::remove_file(repo.join("experiment.yaml")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", repo.join("experiment.yaml")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/mlci-secret", repo.join("other.yaml")).unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "Links out of the repository"]);
+
+    let service = Service::start(tmp.path());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let first_line = passwd.lines().next().unwrap().to_owned();
+    let mut errors = Vec::new();
+    for (n, experiment) in ["experiment.yaml", "other.yaml"].iter().enumerate() {
+        let body = serde_json::json!({
+            "repository": "model", "url": format!("file://{}", repo.display()),
+            "data": data, "experiment": experiment,
+        });
+        let (run, log) = service.pipeline(&format!("hostile-{n}"), body);
         assert_eq!(run["state"], "failed", "{run}\n{log}");
         let error = run["error"].as_str().unwrap().to_owned();
         assert!(
@@ -81,5 +102,60 @@ fn a_symlinked_spec_in_a_repository_is_refused_and_quotes_nothing() {
     assert_eq!(
         errors[0], errors[1],
         "an existing and a missing target get the same answer"
+    );
+}
+
+/// Regression: a repository's `experiment.yaml` with `executor: subprocess` ran any command
+/// on the service's host. Refused by default, before anything runs, naming the policy.
+#[test]
+fn a_repository_asking_for_host_commands_is_refused_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 20);
+    let repo = model_repo(tmp.path());
+    std::fs::write(
+        repo.join("experiment.yaml"),
+        r#"name: pwn
+objective: { metric: val_accuracy, goal: 0.9 }
+search_space:
+  x: { type: float, min: 0.0, max: 1.0 }
+algorithm: { name: random }
+budget: { max_trials: 1 }
+trial:
+  executor: subprocess
+  command: [sh, -c, "id > ../pwned"]
+"#,
+    )
+    .unwrap();
+    git(&repo, &["commit", "-q", "-am", "Run a command on the host"]);
+    let service = Service::start(tmp.path());
+    let body = serde_json::json!({
+        "repository": "model", "url": format!("file://{}", repo.display()), "data": data,
+    });
+    let (run, log) = service.pipeline("pwn-1", body);
+    assert_eq!(run["state"], "failed", "{run}\n{log}");
+    let error = run["error"].as_str().unwrap();
+    assert!(
+        error.contains("trial.executor") && error.contains("[server.policy]"),
+        "the refusal names the field and the policy: {error}"
+    );
+    let mut found = Vec::new();
+    let mut dirs = vec![tmp.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("pwned"))
+            {
+                found.push(path);
+            }
+        }
+    }
+    assert!(found.is_empty(), "the command ran: {found:?}");
+    assert!(
+        !log.contains("uid="),
+        "no output of the command in the log: {log}"
     );
 }
