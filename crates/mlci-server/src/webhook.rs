@@ -15,6 +15,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use mlci_core::{RunFilter, RunRecord, RunState};
+
 use crate::config::{WebhookConfig, WebhookRepository};
 use crate::error::ApiError;
 use crate::state::{run_json, AppState};
@@ -154,6 +156,14 @@ async fn receive(
     }
     params.insert("branch".into(), json!(branch));
     params.insert("commit".into(), json!(after));
+    // Replay-safe: a push of a commit this branch already has a pipeline for (queued,
+    // running or succeeded) is answered with that run, whatever its delivery id, so a
+    // captured push resent under a new X-GitHub-Delivery builds nothing. The ledger is the
+    // run store, so it survives a restart; a deliberate rebuild goes through the API.
+    if let Some(run) = already_built(&state, &config.step, &params).await? {
+        tracing::info!(run = %run.id, delivery, "push of a commit already built: not run again");
+        return Ok((StatusCode::OK, Json(run_json(&run))).into_response());
+    }
     state.validate(&config.step, &params).await?;
     let (run, created) = state
         .submit(&config.step, params, Some(format!("github-{delivery}")))
@@ -164,6 +174,26 @@ async fn receive(
         StatusCode::OK
     };
     Ok((status, Json(run_json(&run))).into_response())
+}
+
+/// The run of `step` for the same repository, branch and commit that is queued, running
+/// or succeeded, if any.
+async fn already_built(
+    state: &AppState,
+    step: &str,
+    params: &crate::params::RawParams,
+) -> Result<Option<RunRecord>, ApiError> {
+    let filter = RunFilter {
+        step: Some(step.to_owned()),
+        states: vec![RunState::Queued, RunState::Running, RunState::Succeeded],
+        limit: None,
+    };
+    let key = ["repository", "branch", "commit"].map(|k| params.get(k).cloned());
+    let runs = state.db(move |s| s.runs(&filter)).await?;
+    Ok(runs.into_iter().find(|run| {
+        serde_json::from_str::<crate::params::RawParams>(&run.params)
+            .is_ok_and(|p| ["repository", "branch", "commit"].map(|k| p.get(k).cloned()) == key)
+    }))
 }
 
 #[cfg(test)]
