@@ -24,13 +24,13 @@ use mlci_core::{
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-/// Runs trials as child processes.
+/// Runs trials as child processes, in a minimal environment: a trial inherits nothing of
+/// its caller's; it gets its `MLCI_*` trial variables, the thread counts, and `env` (what
+/// the caller lets through, e.g. `PATH`), never a secret by accident.
 #[derive(Debug, Default, Clone)]
 pub struct SubprocessExecutor {
-    /// Extra environment for every trial.
+    /// The environment of every trial besides its own variables (an allow-list).
     pub env: Vec<(String, String)>,
-    /// Variables trials must not inherit (e.g. the one holding a password).
-    pub env_remove: Vec<String>,
 }
 
 /// Parse one output line into metrics, if it holds any.
@@ -155,7 +155,8 @@ impl Executor for SubprocessExecutor {
                 Ok(())
             });
         }
-        cmd.args(args)
+        cmd.env_clear()
+            .args(args)
             .current_dir(&req.workdir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -179,9 +180,6 @@ impl Executor for SubprocessExecutor {
                 })
                 .collect();
             cmd.env(format!("MLCI_PARAM_{name}"), v.to_string());
-        }
-        for k in &self.env_remove {
-            cmd.env_remove(k);
         }
         for (k, v) in &self.env {
             cmd.env(k, v);

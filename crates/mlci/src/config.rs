@@ -264,6 +264,20 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// What a command trial may see of mlci's environment: an allow-list of the variables a
+/// program needs to run (never a token, a password or anything else mlci was given).
+pub(crate) const TRIAL_ENVIRONMENT: [&str; 9] = [
+    "PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "LOGNAME",
+];
+
+/// The allowed variables of [`TRIAL_ENVIRONMENT`] that are set, for command trials.
+pub(crate) fn trial_environment() -> Vec<(String, String)> {
+    TRIAL_ENVIRONMENT
+        .iter()
+        .filter_map(|name| std::env::var(name).ok().map(|v| ((*name).to_owned(), v)))
+        .collect()
+}
+
 /// The Docker Engine's address (`DOCKER_HOST`), when set.
 pub(crate) fn docker_host() -> Option<String> {
     var(env::DOCKER_HOST)

@@ -229,13 +229,7 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
         ExecutorKind::InProcess => Box::new(InProcessExecutor::new()),
         // Trials never see the variable that holds the SMTP password.
         ExecutorKind::Subprocess => Box::new(SubprocessExecutor {
-            env_remove: cfg
-                .mail
-                .smtp
-                .iter()
-                .filter_map(|s| s.password_env.clone())
-                .collect(),
-            ..SubprocessExecutor::default()
+            env: crate::config::trial_environment(),
         }),
         ExecutorKind::Container => Box::new(container_executor(&exp.id, spec.budget.parallel_trials)?),
         ExecutorKind::Swarm => Box::new(swarm_executor(&exp.id, &spec)?),
