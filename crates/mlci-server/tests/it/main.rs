@@ -4,6 +4,7 @@
 
 mod api;
 mod dashboard;
+mod hostile;
 mod jenkins;
 mod ops;
 mod webhook;
