@@ -49,6 +49,12 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long shutdown waits for cancelled runs to finish (default 30 s).
     pub shutdown_grace: Duration,
+    /// Longest time a client may take to send a request's headers, the first one or the
+    /// next on a kept-alive connection (default 10 s); then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Most connections open at once (default 512); more wait to be accepted, so a flood
+    /// cannot exhaust the service's file descriptors.
+    pub max_connections: usize,
     /// Each run's artifacts folder is `artifacts_dir/<run id>`.
     pub artifacts_dir: PathBuf,
     /// The URL clients reach the service at, for Jenkins' `url` fields and `Location`
@@ -73,6 +79,8 @@ impl ServerConfig {
             body_limit_bytes: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
             artifacts_dir: artifacts_dir.into(),
             public_url: None,
             webhook: None,

@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod experiments;
 mod jenkins;
+mod listen;
 mod metrics;
 mod ops;
 mod params;
@@ -226,11 +227,11 @@ impl Server {
                 .map_err(|e| ServerError::Recover(mlci_core::StoreError(e.to_string())))?
                 .map_err(ServerError::Recover)?;
             let app = router(state.clone());
-            let mut stop = handle.0.subscribe();
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-            let serving = tokio::spawn(async move { serve.await });
+            let limits = listen::Limits {
+                header_read_timeout: state.config.header_read_timeout,
+                max_connections: state.config.max_connections,
+            };
+            let serving = tokio::spawn(listen::serve(listener, app, limits, handle.0.subscribe()));
             let trigger = handle.clone();
             tokio::spawn(async move {
                 shutdown.await;

@@ -223,3 +223,44 @@ fn hostile_requests_get_client_errors_and_leak_nothing() {
     let passwd = server.get(&format!("/api/v1/runs/{id}/artifacts/passwd"));
     assert!(!String::from_utf8_lossy(&passwd.body).contains("root:"));
 }
+
+/// Regression (issue 10): connections that never finished their headers were never timed
+/// out; about 20,000 of them exhausted the file descriptors and `/healthz` stopped
+/// answering. Now their headers have a deadline and open connections a cap: the flood is
+/// closed by the service and a real client is answered meanwhile.
+#[test]
+fn a_flood_of_half_open_connections_is_timed_out_and_health_still_answers() {
+    let server = TestServer::start_with(|c| {
+        c.header_read_timeout = Duration::from_secs(1);
+        c.max_connections = 64;
+    });
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let started = std::time::Instant::now();
+    let mut flood: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            // Headers that never end.
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            s
+        })
+        .collect();
+    // A real client is answered while the flood is open (it waits at most for the
+    // deadlines of the connections ahead of it).
+    let health = send(agent().get(&format!("{}/healthz", server.url)), None);
+    assert_eq!(health.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "health answered after {:?}",
+        started.elapsed()
+    );
+    // Each half-open connection is closed by the service (EOF, or an error).
+    for s in &mut flood {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 512];
+        let closed = match s.read(&mut buf) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut,
+        };
+        assert!(closed, "a half-open connection was kept open");
+    }
+}
