@@ -1,5 +1,6 @@
 //! The v1 API (`/api/v1/...`): steps, runs, logs, artifacts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -19,8 +20,8 @@ use crate::state::{run_json, AppState};
 
 /// Largest log slice one `?offset=` request returns.
 const LOG_SLICE: usize = 1024 * 1024;
-/// How often a followed log polls the store.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
+/// A followed log is woken by the writer; this is only the fallback between wake-ups.
+const FOLLOW_FALLBACK: Duration = Duration::from_secs(5);
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -176,7 +177,7 @@ async fn get_log(
     let offset = log_offset("offset", q.offset)?;
     let run = state.run_or_404(id).await?;
     if matches!(q.follow.as_deref(), Some("1" | "true" | "yes")) {
-        return Ok(follow(state, run.id, offset));
+        return follow(state, run.id, offset);
     }
     let (text, size, more) = log_slice(&state, run.id, offset).await?;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
@@ -220,14 +221,25 @@ pub(crate) async fn log_slice(
         .await
 }
 
-/// The log from `offset` as a chunked stream that ends when the run finishes.
-fn follow(state: AppState, id: String, offset: u64) -> Response {
-    let stream = futures_util::stream::unfold(Some(offset), move |next| {
+/// The log from `offset` as a chunked stream that ends when the run finishes. The stream
+/// sleeps until the writer signals new lines (no polling of the store), and holds one of
+/// the service's follower permits: none left is a 429.
+fn follow(state: AppState, id: String, offset: u64) -> Result<Response, ApiError> {
+    let permit = Arc::clone(&state.followers).try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many log streams are open: read by ?offset= or retry later",
+        )
+    })?;
+    let signal = state.log_signal.subscribe();
+    let stream = futures_util::stream::unfold(Some((offset, signal, permit)), move |next| {
         let state = state.clone();
         let id = id.clone();
         async move {
-            let mut offset = next?;
+            let (mut offset, mut signal, permit) = next?;
             loop {
+                // Marked seen before reading: a line written after the read wakes us.
+                signal.borrow_and_update();
                 match log_slice(&state, id.clone(), offset).await {
                     Err(e) => {
                         tracing::warn!(run = %id, error = e.message, "log stream ended by an error");
@@ -236,7 +248,11 @@ fn follow(state: AppState, id: String, offset: u64) -> Response {
                     Ok((bytes, next, more)) => {
                         offset = next;
                         if !bytes.is_empty() {
-                            let after = if more { Some(offset) } else { None };
+                            let after = if more {
+                                Some((offset, signal, permit))
+                            } else {
+                                None
+                            };
                             return Some((Ok::<_, std::io::Error>(Bytes::from(bytes)), after));
                         }
                         if !more {
@@ -244,18 +260,18 @@ fn follow(state: AppState, id: String, offset: u64) -> Response {
                         }
                     }
                 }
-                tokio::time::sleep(FOLLOW_POLL).await;
+                let _ = tokio::time::timeout(FOLLOW_FALLBACK, signal.changed()).await;
             }
         }
     });
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
         Body::from_stream(stream),
     )
-        .into_response()
+        .into_response())
 }
 
 /// Whether `name` is a plain file name: no separators, no `..`, nothing hidden.

@@ -55,6 +55,8 @@ pub struct ServerConfig {
     /// Most connections open at once (default 512); more wait to be accepted, so a flood
     /// cannot exhaust the service's file descriptors.
     pub max_connections: usize,
+    /// Most log streams (`?follow=1`) open at once (default 64); more get 429.
+    pub max_log_followers: usize,
     /// Each run's artifacts folder is `artifacts_dir/<run id>`.
     pub artifacts_dir: PathBuf,
     /// The URL clients reach the service at, for Jenkins' `url` fields and `Location`
@@ -81,6 +83,7 @@ impl ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
             max_connections: 512,
+            max_log_followers: 64,
             artifacts_dir: artifacts_dir.into(),
             public_url: None,
             webhook: None,

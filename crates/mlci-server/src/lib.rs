@@ -206,6 +206,7 @@ impl Server {
             source,
         })?;
         let grace = config.shutdown_grace;
+        let config_followers = config.max_log_followers.max(1);
         let state = AppState(Arc::new(Inner {
             config,
             store,
@@ -217,6 +218,8 @@ impl Server {
             gauges,
             active: Mutex::new(HashMap::new()),
             running: watch::channel(0).0,
+            log_signal: Arc::new(watch::channel(0).0),
+            followers: Arc::new(tokio::sync::Semaphore::new(config_followers)),
             stopping: Default::default(),
             crumb: new_crumb(),
         }));

@@ -43,6 +43,11 @@ pub(crate) struct Inner {
     pub active: Mutex<HashMap<String, RunFlags>>,
     /// The number of runs executing; shutdown waits for 0.
     pub running: watch::Sender<usize>,
+    /// Bumped whenever a run's log grows or a run ends: log followers wait on it instead
+    /// of polling the store.
+    pub log_signal: Arc<watch::Sender<u64>>,
+    /// Permits for open log streams (`?follow=1`); none left: 429.
+    pub followers: Arc<tokio::sync::Semaphore>,
     /// Set once shutdown began: no new runs start.
     pub stopping: AtomicBool,
     /// The crumb `/crumbIssuer` hands out (crumbs are not required with a token).
@@ -266,6 +271,7 @@ impl AppState {
             by_user: Arc::clone(&flags.by_user),
             artifacts: artifacts.clone(),
             resumed,
+            log_signal: Arc::clone(&self.log_signal),
         };
         if resumed {
             ctx.log(format!("Resumed by mlci serve (run {id})"));
@@ -337,6 +343,7 @@ impl AppState {
         if let Err(e) = store.update_run(&run) {
             tracing::error!(error = %e, "could not record the end of the run");
         }
+        self.log_signal.send_modify(|n| *n = n.wrapping_add(1));
         let seconds = finished - run.started_at.unwrap_or(finished);
         self.metrics.run_finished(&run.step, seconds);
         tracing::info!(

@@ -171,6 +171,8 @@ pub struct RunContext {
     pub(crate) by_user: Arc<AtomicBool>,
     pub(crate) artifacts: PathBuf,
     pub(crate) resumed: bool,
+    /// Woken at each append (log followers wait on it).
+    pub(crate) log_signal: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl fmt::Debug for RunContext {
@@ -205,6 +207,7 @@ impl RunContext {
         if let Err(e) = self.store.append_log(&self.id, bytes) {
             tracing::warn!(run = %self.id, error = %e, "could not append to the run's log");
         }
+        self.log_signal.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The cancel flag: set by `DELETE /api/v1/runs/{id}` and when the service shuts down.

@@ -480,3 +480,44 @@ fn raw_post(server: &TestServer, path: &str, key: &str) -> (u16, String) {
     let body = answer.split_once("\r\n\r\n").unwrap().1.to_owned();
     (status, body)
 }
+
+/// Regression (issue 10): every `?follow=1` stream polled the store every 100 ms and any
+/// number could be opened. Streams are now woken by the writer and capped (429 past it).
+#[test]
+fn log_streams_are_capped_and_end_with_the_run() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let server = TestServer::start_with(|c| c.max_log_followers = 1);
+    let run = server.post_step("noop", r#"{"sleep_ms": 1500}"#, None).json();
+    let id = run["id"].as_str().unwrap().to_owned();
+    // The first stream: its status line says it holds the only permit.
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    first
+        .write_all(
+            format!("GET /api/v1/runs/{id}/log?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut reader = BufReader::new(first);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let second = server.get(&format!("/api/v1/runs/{id}/log?follow=1"));
+    assert_eq!(second.status, 429, "{}", second.text());
+    assert!(
+        second.text().contains("too many log streams"),
+        "{}",
+        second.text()
+    );
+    // The first stream ends with the run.
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).unwrap();
+    assert!(String::from_utf8_lossy(&rest).contains("Finished: SUCCESS"));
+    // The permit came back with the end of the stream.
+    let whole = server.get(&format!("/api/v1/runs/{id}/log")).body;
+    let again = server.get(&format!("/api/v1/runs/{id}/log?follow=1"));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, whole);
+}
