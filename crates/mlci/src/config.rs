@@ -93,8 +93,9 @@ pub(crate) struct ServerSection {
     pub policy: PolicySection,
 }
 
-/// `[server.policy]`: which executors a repository's experiment may ask for.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[server.policy]`: what a repository's experiment may ask for. Recorded in the result
+/// of every tuning run the service starts.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PolicySection {
     /// Run repository commands on the service's host (`trial.executor: subprocess`).
@@ -104,7 +105,19 @@ pub(crate) struct PolicySection {
     /// The executors allowed (default: `in_process`, mlci's own trainer, which runs no
     /// repository code; `container`; `swarm`; and `subprocess` only with
     /// `allow_host_commands`).
+    #[schemars(with = "Option<Vec<String>>")]
     pub(crate) executors: Option<Vec<mlci_core::ExecutorKind>>,
+    /// Ceiling on `budget.max_trials`.
+    pub(crate) max_trials: Option<usize>,
+    /// Ceiling on `budget.parallel_trials`.
+    pub(crate) max_parallel_trials: Option<usize>,
+    /// Ceiling on `trial.timeout_seconds` (and the timeout of trials that set none).
+    pub(crate) max_trial_seconds: Option<f64>,
+    /// Ceiling on `budget.max_wall_seconds` (and the wall time of experiments that set none).
+    pub(crate) max_experiment_seconds: Option<f64>,
+    /// Lower what exceeds a ceiling to it (and say so) instead of refusing the run.
+    #[serde(default)]
+    pub(crate) clamp: bool,
 }
 
 impl PolicySection {
@@ -125,6 +138,66 @@ impl PolicySection {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Apply the policy to a repository's experiment: refused (`Err`, naming the field and
+    /// the rule) or accepted, possibly lowered to the ceilings (`clamp`), with what was
+    /// lowered.
+    pub(crate) fn apply(&self, spec: &mut mlci_core::ExperimentSpec) -> Result<Vec<String>, String> {
+        let executor = spec.trial.executor;
+        self.allows(executor).map_err(|rule| {
+            let name = serde_json::to_value(executor)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            format!("trial.executor: {name} is {rule}")
+        })?;
+        let mut lowered = Vec::new();
+        let mut ceiling =
+            |field: &str, asked: Option<f64>, max: Option<f64>, rule: &str| -> Result<Option<f64>, String> {
+                let Some(max) = max else { return Ok(asked) };
+                match asked {
+                    Some(v) if v <= max => Ok(Some(v)),
+                    Some(v) if !self.clamp => Err(format!(
+                        "{field}: {v} is over the operator's ceiling ([server.policy] {rule} = {max})"
+                    )),
+                    Some(v) => {
+                        lowered.push(format!("{field} {v} -> {max} ([server.policy] {rule})"));
+                        Ok(Some(max))
+                    }
+                    None => Ok(Some(max)),
+                }
+            };
+        let as_f = |n: usize| n as f64;
+        if let Some(v) = ceiling(
+            "budget.max_trials",
+            Some(as_f(spec.budget.max_trials)),
+            self.max_trials.map(as_f),
+            "max_trials",
+        )? {
+            spec.budget.max_trials = v as usize;
+        }
+        if let Some(v) = ceiling(
+            "budget.parallel_trials",
+            Some(as_f(spec.budget.parallel_trials)),
+            self.max_parallel_trials.map(as_f),
+            "max_parallel_trials",
+        )? {
+            spec.budget.parallel_trials = v as usize;
+        }
+        spec.trial.timeout_seconds = ceiling(
+            "trial.timeout_seconds",
+            spec.trial.timeout_seconds,
+            self.max_trial_seconds,
+            "max_trial_seconds",
+        )?;
+        spec.budget.max_wall_seconds = ceiling(
+            "budget.max_wall_seconds",
+            spec.budget.max_wall_seconds,
+            self.max_experiment_seconds,
+            "max_experiment_seconds",
+        )?;
+        Ok(lowered)
     }
 }
 
@@ -459,6 +532,42 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ceilings_refuse_or_lower_and_fill_what_the_spec_leaves_out() {
+        let spec = || {
+            mlci_core::ExperimentSpec::from_yaml(
+                "name: e\nobjective: { metric: val_accuracy }\nsearch_space:\n  \
+                 training.learning_rate: { type: float, min: 0.001, max: 0.01 }\n\
+                 budget: { max_trials: 100, parallel_trials: 4 }\n",
+            )
+            .unwrap()
+        };
+        let strict: FileConfig =
+            toml::from_str("[server.policy]\nmax_trials = 20\nmax_trial_seconds = 600\n").unwrap();
+        let refusal = strict.server.policy.apply(&mut spec()).unwrap_err();
+        assert!(
+            refusal.contains("budget.max_trials") && refusal.contains("max_trials = 20"),
+            "{refusal}"
+        );
+        let lenient: FileConfig = toml::from_str(
+            "[server.policy]\nmax_trials = 20\nmax_parallel_trials = 2\nmax_trial_seconds = 600\nclamp = true\n",
+        )
+        .unwrap();
+        let mut s = spec();
+        let lowered = lenient.server.policy.apply(&mut s).unwrap();
+        assert_eq!((s.budget.max_trials, s.budget.parallel_trials), (20, 2));
+        assert_eq!(
+            s.trial.timeout_seconds,
+            Some(600.0),
+            "a trial without a timeout gets the ceiling"
+        );
+        assert_eq!(lowered.len(), 2, "{lowered:?}");
+        let open: FileConfig = toml::from_str("").unwrap();
+        let mut s = spec();
+        assert!(open.server.policy.apply(&mut s).unwrap().is_empty());
+        assert_eq!(s, spec(), "no ceilings: the spec as the repository wrote it");
+    }
 
     #[test]
     fn the_policy_refuses_host_commands_unless_the_operator_allows_them() {

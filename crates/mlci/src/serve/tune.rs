@@ -47,22 +47,38 @@ pub(crate) struct TuneResult {
     pub(crate) state: mlci_core::ExperimentState,
     /// the commit tuned
     pub(crate) commit: String,
+    /// the operator's policy the run was held to
+    pub(crate) policy: crate::config::PolicySection,
+    /// what the policy lowered (`clamp`)
+    pub(crate) lowered: Vec<String>,
 }
 
 impl MlciSteps {
-    /// The operator's policy over what the repository's experiment asks for, checked
-    /// before anything of it runs.
-    fn check_policy(&self, experiment: &std::path::Path) -> Result<(), StepFailure> {
-        let text = std::fs::read_to_string(experiment)
+    /// The operator's policy over what the repository's experiment asks for, applied
+    /// before anything of it runs: refused, or the spec to run (the repository's file, or
+    /// a lowered copy in the run's folder) and what was lowered.
+    fn apply_policy(
+        &self,
+        experiment: PathBuf,
+        ctx: &RunContext,
+    ) -> Result<(PathBuf, Vec<String>), StepFailure> {
+        let text = std::fs::read_to_string(&experiment)
             .map_err(|e| fail(format!("experiment: cannot read it: {}", e.kind())))?;
-        let spec =
+        let mut spec =
             mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| fail(format!("experiment: {e}")))?;
-        let executor = spec.trial.executor;
-        self.cfg
-            .server
-            .policy
-            .allows(executor)
-            .map_err(|rule| fail(format!("trial.executor: {} is {rule}", executor_name(executor))))
+        let lowered = self.cfg.server.policy.apply(&mut spec).map_err(fail)?;
+        if lowered.is_empty() && spec == mlci_core::ExperimentSpec::from_yaml(&text).map_err(fail)? {
+            return Ok((experiment, lowered));
+        }
+        for l in &lowered {
+            ctx.log(format!("policy: {l}"));
+        }
+        let dir = self.cfg.layout().run_dir(ctx.id());
+        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("experiment.json");
+        let json = serde_json::to_vec_pretty(&spec).map_err(fail)?;
+        std::fs::write(&path, json).map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        Ok((path, lowered))
     }
 
     pub(crate) fn tune(&self, params: &TuneParams, ctx: &RunContext) -> Result<StepOutput, StepFailure> {
@@ -79,7 +95,7 @@ impl MlciSteps {
             .map_err(|e| fail(format!("experiment: {e}")))?,
         };
         let experiment = rel.file_in(&ws.path, "experiment")?;
-        self.check_policy(&experiment)?;
+        let (experiment, lowered) = self.apply_policy(experiment, ctx)?;
         let mut args: Vec<OsString> = vec!["tune".into(), experiment.into(), "--data".into(), data.into()];
         args.extend(["--report-dir".into(), ctx.artifacts_dir().as_os_str().to_owned()]);
         args.extend(["--git-commit".into(), ws.commit.sha.clone().into()]);
@@ -126,14 +142,9 @@ impl MlciSteps {
             best_params: exp.best_params.clone(),
             state: exp.state,
             commit: ws.commit.sha,
+            policy: self.cfg.server.policy.clone(),
+            lowered,
         };
         Ok(StepOutput::new(&result, outcome))
     }
-}
-
-fn executor_name(kind: mlci_core::ExecutorKind) -> String {
-    serde_json::to_value(kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{kind:?}"))
 }
