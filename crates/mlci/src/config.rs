@@ -118,6 +118,19 @@ pub(crate) struct PolicySection {
     /// Lower what exceeds a ceiling to it (and say so) instead of refusing the run.
     #[serde(default)]
     pub(crate) clamp: bool,
+    /// The URL schemes a step's ad-hoc `url` may use (`file`, `https`, `http`, `ssh`); none
+    /// by default: steps name only `[[server.repositories]]`.
+    #[serde(default)]
+    pub(crate) repository_urls: Vec<String>,
+    /// Hosts an ad-hoc `url` may name even though they are loopback, link-local or
+    /// private addresses (which are refused otherwise, e.g. 169.254.169.254).
+    #[serde(default)]
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Folders a step's `data` must lie under (links resolved); none by default: only the
+    /// `data` of `[[server.repositories]]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub(crate) data_roots: Vec<PathBuf>,
 }
 
 impl PolicySection {

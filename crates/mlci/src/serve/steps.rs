@@ -167,6 +167,30 @@ impl<'a> RepoRef<'a> {
     }
 }
 
+/// A URL's scheme (`file` for a local path, `ssh` for `user@host:path`) and host.
+fn url_scheme_and_host(url: &str) -> (&str, Option<&str>) {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let authority = rest.split('/').next().unwrap_or("");
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host = if let Some(v6) = host_port.strip_prefix('[') {
+            v6.split(']').next().unwrap_or("")
+        } else {
+            host_port.split(':').next().unwrap_or("")
+        };
+        let host = (!host.is_empty() && host != "localhost" || scheme != "file").then_some(host);
+        return (scheme, host.filter(|h| !h.is_empty()));
+    }
+    if url.starts_with('/') {
+        return ("file", None);
+    }
+    // scp-like `user@host:path`
+    let host = url
+        .split(':')
+        .next()
+        .map(|h| h.rsplit_once('@').map_or(h, |(_, h)| h));
+    ("ssh", host)
+}
+
 pub(crate) fn fail(e: impl std::fmt::Display) -> StepFailure {
     StepFailure(e.to_string())
 }
@@ -213,7 +237,9 @@ impl MlciSteps {
         self.cfg.server.repositories.iter().find(|r| r.name == name)
     }
 
-    /// The repository a step names (a new URL registers it, in `scm-sync`).
+    /// The repository a step names. A `url` registers a new one (in `scm-sync`) only where
+    /// the operator's policy allows ad-hoc URLs; a configured repository's URL is never
+    /// replaced.
     pub(crate) fn repo(&self, r: RepoRef<'_>) -> Result<RepoSpec, ParamError> {
         let name = r.repository;
         let known = self
@@ -224,7 +250,15 @@ impl MlciSteps {
             .cloned();
         match (known, r.url) {
             (Some(spec), None) => Ok(spec),
+            (Some(spec), Some(url)) if url == spec.url => Ok(spec),
             (known, Some(url)) => {
+                if self.configured(name).is_some() {
+                    return Err(ParamError::new(
+                        "url",
+                        format!("{name} is configured by the operator ([[server.repositories]]): its url is not replaced"),
+                    ));
+                }
+                self.adhoc_url_allowed(url)?;
                 let branch = r
                     .branch
                     .map(str::to_owned)
@@ -246,10 +280,62 @@ impl MlciSteps {
             (None, None) => Err(ParamError::new(
                 "repository",
                 format!(
-                    "{name} is not known here: give its url (scm-sync) or configure [[server.repositories]]"
+                    "{name} is not known here: configure [[server.repositories]] (or give its url where [server.policy] repository_urls allows)"
                 ),
             )),
         }
+    }
+
+    /// An ad-hoc URL under the operator's policy: its scheme listed in `repository_urls`,
+    /// and no loopback, link-local or private host unless listed in `allowed_hosts`.
+    fn adhoc_url_allowed(&self, url: &str) -> Result<(), ParamError> {
+        let policy = &self.cfg.server.policy;
+        let (scheme, host) = url_scheme_and_host(url);
+        if !policy.repository_urls.iter().any(|s| s == scheme) {
+            return Err(ParamError::new(
+                "url",
+                format!(
+                    "{scheme} repository URLs are refused by the operator's policy ([server.policy] repository_urls = {:?})",
+                    policy.repository_urls
+                ),
+            ));
+        }
+        let Some(host) = host else { return Ok(()) };
+        if policy.allowed_hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return Ok(());
+        }
+        let internal = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(v4) => {
+                v4.is_loopback()
+                    || v4.is_link_local()
+                    || v4.is_private()
+                    || v4.is_unspecified()
+                    || v4.is_broadcast()
+            }
+            std::net::IpAddr::V6(v6) => {
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (v6.segments()[0] & 0xffc0) == 0xfe80
+                    || (v6.segments()[0] & 0xfe00) == 0xfc00
+                    || v6
+                        .to_ipv4_mapped()
+                        .is_some_and(|v4| v4.is_loopback() || v4.is_link_local() || v4.is_private())
+            }
+        };
+        // The addresses the fetch would reach (a name that does not resolve fails later,
+        // in the fetch, like any unreachable remote).
+        let addrs: Vec<std::net::IpAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, 0))
+            .map(|a| a.map(|a| a.ip()).collect())
+            .unwrap_or_default();
+        if addrs.into_iter().any(internal) {
+            return Err(ParamError::new(
+                "url",
+                format!(
+                    "{host} is a loopback, link-local or private address: refused by the operator's policy (list it in [server.policy] allowed_hosts)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Keep `spec` for later runs (in memory and in `repositories.json`).
@@ -274,19 +360,48 @@ impl MlciSteps {
         }
     }
 
-    /// The dataset of a step: its `data`, else the repository's configured one.
+    /// The dataset of a step: its `data`, which must lie under the operator's
+    /// `data_roots` (links resolved), else the repository's configured one. A refusal
+    /// never says whether a path outside the roots exists.
     pub(crate) fn data(&self, data: Option<&Path>, repo: &str) -> Result<PathBuf, ParamError> {
-        let data = data
-            .map(Path::to_path_buf)
-            .or_else(|| self.configured(repo).and_then(|r| r.data.clone()))
-            .ok_or_else(|| ParamError::new("data", "is required (the dataset folder on the mlci host)"))?;
-        if !data.is_dir() {
-            return Err(ParamError::new(
+        let Some(asked) = data else {
+            let configured = self
+                .configured(repo)
+                .and_then(|r| r.data.clone())
+                .ok_or_else(|| {
+                    ParamError::new("data", "is required (the dataset folder on the mlci host)")
+                })?;
+            if !configured.is_dir() {
+                return Err(ParamError::new(
+                    "data",
+                    format!("{} is not a folder", configured.display()),
+                ));
+            }
+            return Ok(configured);
+        };
+        let refused = || {
+            ParamError::new(
                 "data",
-                format!("{} is not a folder", data.display()),
-            ));
+                format!(
+                    "{} is not a dataset folder under the operator's data_roots ([server.policy] data_roots)",
+                    asked.display()
+                ),
+            )
+        };
+        let resolved = std::fs::canonicalize(asked).map_err(|_| refused())?;
+        let inside = self
+            .cfg
+            .server
+            .policy
+            .data_roots
+            .iter()
+            .filter_map(|root| std::fs::canonicalize(root).ok())
+            .any(|root| resolved.starts_with(root));
+        if inside && resolved.is_dir() {
+            Ok(resolved)
+        } else {
+            Err(refused())
         }
-        Ok(data)
     }
 
     /// The workspace of `repo` at `commit` (default: the branch head, fetched now).

@@ -71,6 +71,21 @@ pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
 }
 
+/// An `mlci.toml` whose policy lets steps name local repositories by URL and datasets under
+/// `data_root` (the tests' own folders; the defaults allow neither).
+pub(crate) fn local_policy(dir: &Path, data_root: &Path) -> std::path::PathBuf {
+    let config = dir.join("policy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.policy]\nrepository_urls = [\"file\"]\ndata_roots = [\"{}\"]\n",
+            data_root.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
 /// A model repository as a data scientist pushes it: an mlci CNN spec and an experiment.
 pub(crate) fn model_repo(dir: &Path) -> std::path::PathBuf {
     let repo = dir.join("model-repo");
@@ -138,6 +153,8 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
     let log = std::fs::File::create(tmp.path().join("serve.log")).unwrap();
     let mut serve = mlci(&state);
     serve
+        .arg("--config")
+        .arg(local_policy(tmp.path(), tmp.path()))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("MLCI_TOKEN", "e2e-secret-token")
         .env("MLCI_SMTP_HOST", "127.0.0.1")
@@ -333,6 +350,8 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
     let start = |log: &str| {
         let log = std::fs::File::create(tmp.path().join(log)).unwrap();
         let mut child = mlci(&state)
+            .arg("--config")
+            .arg(local_policy(tmp.path(), tmp.path()))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("MLCI_TOKEN", "restart-token")
             .stdout(Stdio::null())
@@ -443,6 +462,8 @@ fn python_jenkins_drives_every_step_as_a_jenkins_job() {
     let mut children = Children(Vec::new());
     children.0.push(
         mlci(&tmp.path().join("mlci"))
+            .arg("--config")
+            .arg(local_policy(tmp.path(), tmp.path()))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("MLCI_TOKEN", "pj-token")
             .env("MLCI_TRAINER_BINARY", &bin)

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use std::path::Path;
 
-use crate::pipeline::{free_port, get_json, git, model_repo, post_json, wait_listening, Children};
+use crate::pipeline::{
+    free_port, get_json, git, local_policy, model_repo, post_json, wait_listening, Children,
+};
 use crate::{generated, mlci};
 
 /// A running `mlci serve` (stopped by PID when dropped) and its address.
@@ -16,10 +18,19 @@ struct Service {
 }
 
 impl Service {
+    /// With a policy that lets steps name local repositories and datasets under `dir`.
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Some(&local_policy(dir, dir)))
+    }
+
+    fn start_with(dir: &Path, config: Option<&Path>) -> Self {
         let port = free_port();
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let mut child = mlci(&dir.join("mlci"))
+        let mut command = mlci(&dir.join("mlci"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("MLCI_TOKEN", "hostile-token")
             .stdout(Stdio::null())
@@ -158,4 +169,130 @@ trial:
         !log.contains("uid="),
         "no output of the command in the log: {log}"
     );
+}
+
+/// `POST /api/v1/steps/{step}` with `body`: (status, JSON answer).
+fn post_status(base: &str, step: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let o = Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-X", "POST"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "Authorization: Bearer hostile-token",
+        ])
+        .args(["-d", &body.to_string(), &format!("{base}/api/v1/steps/{step}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (json, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(json).unwrap_or_default(),
+    )
+}
+
+/// Regression: a step's `url` replaced a configured repository's, accepted local paths,
+/// `file://`, loopback and metadata addresses, and `data` could be any folder on the host,
+/// the error telling whether it existed. Now steps name the operator's repositories and
+/// datasets; ad-hoc URLs and data roots are the operator's to open.
+#[test]
+fn steps_name_only_the_operators_repositories_urls_and_datasets() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 10);
+    let repo = model_repo(tmp.path());
+    let url = format!("file://{}", repo.display());
+
+    // Defaults: no ad-hoc URL, no data roots.
+    let closed = Service::start_with(tmp.path(), None);
+    let (status, answer) = post_status(
+        &closed.base,
+        "scm-sync",
+        &serde_json::json!({"repository": "model", "url": url}),
+    );
+    assert_eq!((status, answer["field"].as_str()), (400, Some("url")), "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("repository_urls"),
+        "{answer}"
+    );
+    drop(closed);
+
+    // A policy that opens file and http URLs and one data root, with a configured repository.
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(other.join("data")).unwrap();
+    let config = tmp.path().join("open.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server.policy]\nrepository_urls = [\"file\", \"http\"]\ndata_roots = [\"{}\"]\n\
+             [[server.repositories]]\nname = \"configured\"\nurl = \"{url}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let open = Service::start_with(tmp.path(), Some(&config));
+    let refused = |step: &str, body: serde_json::Value, field: &str, says: &str| {
+        let (status, answer) = post_status(&open.base, step, &body);
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{body}: {answer}"
+        );
+        let error = answer["error"].as_str().unwrap().to_owned();
+        assert!(error.contains(says), "{body}: {error}");
+        error
+    };
+    for internal in [
+        "http://127.0.0.1:9/x.git",
+        "http://169.254.169.254/latest/meta-data",
+        "http://localhost/x.git",
+    ] {
+        refused(
+            "scm-sync",
+            serde_json::json!({"repository": "adhoc", "url": internal}),
+            "url",
+            "loopback, link-local or private",
+        );
+    }
+    refused(
+        "scm-sync",
+        serde_json::json!({"repository": "configured", "url": "file:///elsewhere"}),
+        "url",
+        "is not replaced",
+    );
+    // Outside the root: an existing folder and a missing one get the same answer.
+    let existing = refused(
+        "train",
+        serde_json::json!({"repository": "configured", "data": other.join("data")}),
+        "data",
+        "data_roots",
+    );
+    let missing = refused(
+        "train",
+        serde_json::json!({"repository": "configured", "data": other.join("nothing")}),
+        "data",
+        "data_roots",
+    );
+    assert_eq!(
+        existing.replace(&other.join("data").display().to_string(), "P"),
+        missing.replace(&other.join("nothing").display().to_string(), "P"),
+        "existence outside the roots is not told"
+    );
+    // A link inside the root that leads out of it is outside.
+    std::os::unix::fs::symlink(other.join("data"), data.join("escape")).unwrap();
+    refused(
+        "train",
+        serde_json::json!({"repository": "configured", "data": data.join("escape")}),
+        "data",
+        "data_roots",
+    );
+    // What the policy allows is accepted.
+    let (status, answer) = post_status(
+        &open.base,
+        "scm-sync",
+        &serde_json::json!({"repository": "adhoc", "url": url}),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = post_status(&open.base, "noop", &serde_json::json!({}));
+    assert_eq!(status, 202, "{answer}");
 }
