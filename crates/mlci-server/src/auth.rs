@@ -92,9 +92,11 @@ pub(crate) async fn require_token(
     next: Next,
 ) -> Response {
     let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    // Jenkins' `whoAmI` is an unprotected action: clients ask it who they are.
+    let open = read && (state.config.read_only_open || request.uri().path().starts_with("/whoAmI/"));
     match caller(&state.config.tokens, request.headers()) {
         Err(BadCredentials) => unauthorized("invalid credentials"),
-        Ok(Caller::Anonymous) if !(read && state.config.read_only_open) => unauthorized(
+        Ok(Caller::Anonymous) if !open => unauthorized(
             "a token is required (Authorization: Bearer <token>, or Basic with the token as password)",
         ),
         Ok(who) => {

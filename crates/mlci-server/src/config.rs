@@ -40,7 +40,8 @@ pub struct ServerConfig {
     /// API tokens accepted for mutating requests (`Bearer`, or Basic with the token as
     /// password). With none, every mutating request is refused.
     pub tokens: Vec<Secret>,
-    /// Whether GET requests are answered without a token (default true).
+    /// Whether GET requests are answered without a token (default false: with a token
+    /// set, reads need it too; the operator opens them).
     pub read_only_open: bool,
     /// Largest request body accepted; larger ones get 413 (default 2 MiB).
     pub body_limit_bytes: usize,
@@ -77,7 +78,7 @@ impl ServerConfig {
         Self {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, Self::DEFAULT_PORT)),
             tokens: Vec::new(),
-            read_only_open: true,
+            read_only_open: false,
             body_limit_bytes: 2 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),

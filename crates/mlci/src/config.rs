@@ -75,7 +75,7 @@ pub(crate) struct ServerSection {
     pub listen: Option<std::net::SocketAddr>,
     /// The URL Jenkins reaches mlci at (for `Location` headers and Jenkins `url` fields).
     pub public_url: Option<String>,
-    /// Answer GET requests without a token (default true).
+    /// Answer GET requests without a token (default false).
     pub read_only_open: Option<bool>,
     /// File holding the API token (else `MLCI_TOKEN`).
     pub token_file: Option<PathBuf>,

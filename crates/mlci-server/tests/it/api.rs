@@ -141,7 +141,9 @@ fn the_log_can_be_read_by_offset_and_followed() {
     let follow_id = id.clone();
     let follower = std::thread::spawn(move || {
         send(
-            agent().get(&format!("{url}/api/v1/runs/{follow_id}/log?follow=1")),
+            agent()
+                .get(&format!("{url}/api/v1/runs/{follow_id}/log?follow=1"))
+                .set("Authorization", &format!("Bearer {TOKEN}")),
             None,
         )
     });
@@ -281,19 +283,21 @@ fn mutating_requests_need_a_token() {
     );
     assert_eq!(ok.status, 202, "{}", ok.text());
 
-    // Reads are open by default, but not with bad credentials.
-    assert_eq!(server.get("/api/v1/runs").status, 200);
+    // Reads need the token by default (issue 10); an operator may open them, but never
+    // to bad credentials.
+    let opened = TestServer::start_with(|c| c.read_only_open = true);
+    assert_eq!(opened.get_anonymous("/api/v1/runs").status, 200);
     let bad_read = send(
         agent()
-            .get(&format!("{}/api/v1/runs", server.url))
+            .get(&format!("{}/api/v1/runs", opened.url))
             .set("Authorization", "Bearer x"),
         None,
     );
     assert_eq!(bad_read.status, 401);
 
-    let closed = TestServer::start_with(|c| c.read_only_open = false);
-    assert_eq!(closed.get("/api/v1/runs").status, 401);
-    assert_eq!(closed.get("/api/json").status, 401);
+    let closed = TestServer::start();
+    assert_eq!(closed.get_anonymous("/api/v1/runs").status, 401);
+    assert_eq!(closed.get_anonymous("/api/json").status, 401);
     let authed = send(
         agent()
             .get(&format!("{}/api/v1/runs", closed.url))
@@ -302,7 +306,7 @@ fn mutating_requests_need_a_token() {
     );
     assert_eq!(authed.status, 200);
     // Liveness stays open for probes.
-    assert_eq!(closed.get("/healthz").status, 200);
+    assert_eq!(closed.get_anonymous("/healthz").status, 200);
 }
 
 #[test]
@@ -495,7 +499,7 @@ fn log_streams_are_capped_and_end_with_the_run() {
     let mut first = std::net::TcpStream::connect(&addr).unwrap();
     first
         .write_all(
-            format!("GET /api/v1/runs/{id}/log?follow=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            format!("GET /api/v1/runs/{id}/log?follow=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
         .unwrap();
@@ -520,4 +524,28 @@ fn log_streams_are_capped_and_end_with_the_run() {
     let again = server.get(&format!("/api/v1/runs/{id}/log?follow=1"));
     assert_eq!(again.status, 200);
     assert_eq!(again.body, whole);
+}
+
+/// Regression (issue 10): with a token set, anyone who could reach the port read every
+/// run's parameters, logs and artifacts (`read_only_open` defaulted to true).
+#[test]
+fn with_a_token_set_runs_logs_and_artifacts_need_it() {
+    let server = TestServer::start();
+    let run = server.post_step("artifacts", "{}", None).json();
+    let id = run["id"].as_str().unwrap().to_owned();
+    server.wait_finished(&id);
+    for path in [
+        format!("/api/v1/runs/{id}"),
+        format!("/api/v1/runs/{id}/log"),
+        format!("/api/v1/runs/{id}/artifacts"),
+        format!("/api/v1/runs/{id}/artifacts/report.html"),
+        "/api/v1/runs".to_owned(),
+        "/job/artifacts/1/consoleText".to_owned(),
+        "/job/artifacts/1/api/json".to_owned(),
+    ] {
+        let anonymous = server.get_anonymous(&path);
+        assert_eq!(anonymous.status, 401, "{path}");
+        assert!(anonymous.header("www-authenticate").is_some(), "{path}");
+        assert_eq!(server.get(&path).status, 200, "{path}");
+    }
 }

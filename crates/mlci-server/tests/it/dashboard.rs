@@ -222,6 +222,8 @@ struct DashServer {
 impl DashServer {
     fn start(tmp: tempfile::TempDir, store: Arc<SqliteStore>, experiments: Arc<dyn Store>) -> Self {
         let mut config = ServerConfig::new(tmp.path().join("runs"));
+        // The dashboard page's own requests carry no token: the operator opens reads.
+        config.read_only_open = true;
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.tokens = vec![mlci_server::Secret::new(TOKEN)];
         let server = Server::bind(config, store, Arc::new(TestSteps::default()))

@@ -143,7 +143,12 @@ fn jenkins_endpoints_by_hand() {
     let stop = agent()
         .post(&format!("{}/job/noop/3/stop", server.url))
         .set("Authorization", &basic());
-    let reply = send(agent().get(&format!("{}/job/noop/3/api/json", server.url)), None);
+    let reply = send(
+        agent()
+            .get(&format!("{}/job/noop/3/api/json", server.url))
+            .set("Authorization", &basic()),
+        None,
+    );
     assert_eq!(reply.status, 200);
     let _ = send(stop, Some(b""));
     let until = Instant::now() + Duration::from_secs(10);
@@ -163,5 +168,5 @@ fn jenkins_endpoints_by_hand() {
         None,
     );
     assert_eq!(who.json()["name"], "ci");
-    assert_eq!(server.get("/whoAmI/api/json").json()["anonymous"], true);
+    assert_eq!(server.get_anonymous("/whoAmI/api/json").json()["anonymous"], true);
 }

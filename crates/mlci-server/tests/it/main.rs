@@ -187,7 +187,18 @@ impl TestServer {
         send(req, Some(body.as_bytes()))
     }
 
+    /// A GET with the token (reads need it unless the operator opened them).
     pub fn get(&self, path: &str) -> Reply {
+        send(
+            agent()
+                .get(&format!("{}{path}", self.url))
+                .set("Authorization", &format!("Bearer {TOKEN}")),
+            None,
+        )
+    }
+
+    /// A GET without credentials.
+    pub fn get_anonymous(&self, path: &str) -> Reply {
         send(agent().get(&format!("{}{path}", self.url)), None)
     }
 

@@ -93,7 +93,14 @@ fn health_readiness_and_metrics() {
     let url = format!("http://{}", server.local_addr());
     let handle = server.shutdown_handle();
     let thread = std::thread::spawn(move || server.run(std::future::pending()));
-    let get = |path: &str| crate::send(crate::agent().get(&format!("{url}{path}")), None);
+    let get = |path: &str| {
+        crate::send(
+            crate::agent()
+                .get(&format!("{url}{path}"))
+                .set("Authorization", &format!("Bearer {}", crate::TOKEN)),
+            None,
+        )
+    };
 
     assert_eq!(get("/healthz").status, 200);
     assert_eq!(get("/readyz").status, 200);

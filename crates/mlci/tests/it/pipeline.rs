@@ -72,13 +72,14 @@ pub(crate) fn git(repo: &Path, args: &[&str]) -> String {
 }
 
 /// An `mlci.toml` whose policy lets steps name local repositories by URL and datasets under
-/// `data_root` (the tests' own folders; the defaults allow neither).
+/// `data_root` (the tests' own folders; the defaults allow neither), and opens reads (these
+/// tests read runs with plain curl; reads need the token by default).
 pub(crate) fn local_policy(dir: &Path, data_root: &Path) -> std::path::PathBuf {
     let config = dir.join("policy.toml");
     std::fs::write(
         &config,
         format!(
-            "[server.policy]\nrepository_urls = [\"file\"]\ndata_roots = [\"{}\"]\n",
+            "[server]\nread_only_open = true\n[server.policy]\nrepository_urls = [\"file\"]\ndata_roots = [\"{}\"]\n",
             data_root.display()
         ),
     )
@@ -247,7 +248,7 @@ fn polling_starts_one_pipeline_per_new_commit() {
     std::fs::write(
         &config,
         format!(
-            "[server]\npoll_seconds = 0.3\n[[server.repositories]]\nname = \"model\"\nurl = \"file://{}\"\n\
+            "[server]\npoll_seconds = 0.3\nread_only_open = true\n[[server.repositories]]\nname = \"model\"\nurl = \"file://{}\"\n\
              branch = \"main\"\ndata = \"{}\"\nexperiment = \"experiment.yaml\"\n",
             repo.display(),
             data.display()

@@ -215,6 +215,25 @@ fn steps_name_only_the_operators_repositories_urls_and_datasets() {
         answer["error"].as_str().unwrap().contains("repository_urls"),
         "{answer}"
     );
+    // With a token set, reads need it too by default.
+    let (_, run) = post_status(&closed.base, "noop", &serde_json::json!({}));
+    let id = run["id"].as_str().unwrap();
+    for path in [
+        format!("/api/v1/runs/{id}"),
+        format!("/api/v1/runs/{id}/log"),
+        format!("/api/v1/runs/{id}/artifacts"),
+    ] {
+        let code = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("{}{path}", closed.base))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&code.stdout),
+            "401",
+            "anonymous GET {path}"
+        );
+    }
     drop(closed);
 
     // A policy that opens file and http URLs and one data root, with a configured repository.
