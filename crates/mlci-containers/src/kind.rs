@@ -106,12 +106,15 @@ fn candidates(workspace: &Path) -> Result<Vec<PathBuf>, KindError> {
             source,
         };
         for entry in std::fs::read_dir(&dir).map_err(io)? {
-            let path = entry.map_err(io)?.path();
+            let entry = entry.map_err(io)?;
+            let path = entry.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with('.') {
+            // Links are never followed: a repository's link could lead out of its checkout.
+            let Ok(kind) = entry.file_type() else { continue };
+            if name.starts_with('.') || kind.is_symlink() {
                 continue;
             }
-            if path.is_dir() {
+            if kind.is_dir() {
                 if depth + 1 < MAX_DEPTH && !SKIP_DIRS.contains(&name) {
                     stack.push((path, depth + 1));
                 }
@@ -289,6 +292,22 @@ mod tests {
     const KERAS: &str =
         "import tensorflow as tf\nfrom tensorflow.keras.layers import Conv2D\nm = Conv2D(32, 3)\n";
     const TORCH: &str = "import torch\nimport torch.nn as nn\nself.c = nn.Conv2d(3, 8, 3)\n";
+
+    /// Regression (issue 10): links in a repository were followed, out of its checkout.
+    #[test]
+    fn links_are_never_followed() {
+        let outside = workspace(&[(
+            "model.json",
+            r#"{"conv_blocks": [{"filters": 8}], "dense": [{"units": 4}]}"#,
+        )]);
+        let dir = workspace(&[("README.md", "no model here")]);
+        std::os::unix::fs::symlink(outside.path().join("model.json"), dir.path().join("model.json")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("sub")).unwrap();
+        assert!(
+            detect(dir.path()).is_err(),
+            "a model only behind links is not this repository's"
+        );
+    }
 
     #[test]
     fn detects_each_kind() {
