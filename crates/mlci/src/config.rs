@@ -115,6 +115,11 @@ pub(crate) struct PolicySection {
     pub(crate) max_trial_seconds: Option<f64>,
     /// Ceiling on `budget.max_wall_seconds` (and the wall time of experiments that set none).
     pub(crate) max_experiment_seconds: Option<f64>,
+    /// Ceiling on the cores a Swarm trial asks for (`trial.swarm.cpus`, and the
+    /// reservation of trials that ask none).
+    pub(crate) max_trial_cpus: Option<f64>,
+    /// Ceiling on the memory a Swarm trial asks for, in MiB (`trial.swarm.memory_mb`).
+    pub(crate) max_trial_memory_mb: Option<u64>,
     /// Lower what exceeds a ceiling to it (and say so) instead of refusing the run.
     #[serde(default)]
     pub(crate) clamp: bool,
@@ -210,6 +215,22 @@ impl PolicySection {
             self.max_experiment_seconds,
             "max_experiment_seconds",
         )?;
+        if executor == mlci_core::ExecutorKind::Swarm {
+            let swarm = spec.trial.swarm.get_or_insert_with(Default::default);
+            swarm.cpus = ceiling(
+                "trial.swarm.cpus",
+                swarm.cpus,
+                self.max_trial_cpus,
+                "max_trial_cpus",
+            )?;
+            swarm.memory_mb = ceiling(
+                "trial.swarm.memory_mb",
+                swarm.memory_mb.map(|m| m as f64),
+                self.max_trial_memory_mb.map(|m| m as f64),
+                "max_trial_memory_mb",
+            )?
+            .map(|m| m as u64);
+        }
         Ok(lowered)
     }
 }
@@ -576,6 +597,23 @@ mod tests {
             "a trial without a timeout gets the ceiling"
         );
         assert_eq!(lowered.len(), 2, "{lowered:?}");
+        let swarm: FileConfig =
+            toml::from_str("[server.policy]\nmax_trial_cpus = 1.0\nmax_trial_memory_mb = 512\n").unwrap();
+        let mut s = spec();
+        s.trial.executor = mlci_core::ExecutorKind::Swarm;
+        s.trial.swarm = Some(mlci_core::SwarmSpec {
+            cpus: Some(4.0),
+            ..Default::default()
+        });
+        let refusal = swarm.server.policy.apply(&mut s.clone()).unwrap_err();
+        assert!(
+            refusal.contains("trial.swarm.cpus") && refusal.contains("max_trial_cpus"),
+            "{refusal}"
+        );
+        s.trial.swarm.as_mut().unwrap().cpus = Some(0.5);
+        swarm.server.policy.apply(&mut s).unwrap();
+        let applied = s.trial.swarm.unwrap();
+        assert_eq!((applied.cpus, applied.memory_mb), (Some(0.5), Some(512)));
         let open: FileConfig = toml::from_str("").unwrap();
         let mut s = spec();
         assert!(open.server.policy.apply(&mut s).unwrap().is_empty());
