@@ -67,10 +67,15 @@ async fn create_run(
             status: StatusCode::NOT_FOUND,
             message: format!("no step `{step}` (steps: {})", state.steps.names().join(", ")),
             field: Some("step".into()),
+            retry_after: None,
         });
     }
     let params = params_from_body(&body)?;
     state.validate(&step, &params).await?;
+    state.callers.start_run(
+        &crate::limits::caller_key(&headers),
+        state.config.max_runs_per_minute_per_caller,
+    )?;
     let key = match headers.get("idempotency-key") {
         None => None,
         // UTF-8 is accepted: Jenkins' BUILD_TAG holds the job name, which may not be ASCII.
@@ -173,11 +178,12 @@ async fn get_log(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let offset = log_offset("offset", q.offset)?;
     let run = state.run_or_404(id).await?;
     if matches!(q.follow.as_deref(), Some("1" | "true" | "yes")) {
-        return follow(state, run.id, offset);
+        return follow(state, run.id, offset, &crate::limits::caller_key(&headers));
     }
     let (text, size, more) = log_slice(&state, run.id, offset).await?;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response();
@@ -224,13 +230,18 @@ pub(crate) async fn log_slice(
 /// The log from `offset` as a chunked stream that ends when the run finishes. The stream
 /// sleeps until the writer signals new lines (no polling of the store), and holds one of
 /// the service's follower permits: none left is a 429.
-fn follow(state: AppState, id: String, offset: u64) -> Result<Response, ApiError> {
+fn follow(state: AppState, id: String, offset: u64, caller: &str) -> Result<Response, ApiError> {
+    let slot = state
+        .callers
+        .open_stream(caller, state.config.max_log_followers_per_caller)?;
     let permit = Arc::clone(&state.followers).try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many log streams are open: read by ?offset= or retry later",
         )
     })?;
+    // Both given back when the stream ends.
+    let permit = (permit, slot);
     let signal = state.log_signal.subscribe();
     let stream = futures_util::stream::unfold(Some((offset, signal, permit)), move |next| {
         let state = state.clone();

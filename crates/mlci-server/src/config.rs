@@ -58,6 +58,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Most log streams (`?follow=1`) open at once (default 64); more get 429.
     pub max_log_followers: usize,
+    /// Most log streams one caller (its credentials, or anonymous) holds open (default 8).
+    pub max_log_followers_per_caller: usize,
+    /// Most runs one caller starts per minute (default 120); more get 429.
+    pub max_runs_per_minute_per_caller: u32,
     /// Each run's artifacts folder is `artifacts_dir/<run id>`.
     pub artifacts_dir: PathBuf,
     /// The URL clients reach the service at, for Jenkins' `url` fields and `Location`
@@ -85,6 +89,8 @@ impl ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             max_connections: 512,
             max_log_followers: 64,
+            max_log_followers_per_caller: 8,
+            max_runs_per_minute_per_caller: 120,
             artifacts_dir: artifacts_dir.into(),
             public_url: None,
             webhook: None,

@@ -206,6 +206,7 @@ async fn get_experiment(
             status: StatusCode::BAD_REQUEST,
             message: "not an experiment id (letters, digits, `-`, `_`, `.`; at most 128)".into(),
             field: Some("id".into()),
+            retry_after: None,
         });
     }
     let shown = id.clone();

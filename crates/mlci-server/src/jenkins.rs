@@ -412,6 +412,10 @@ async fn build(
         params.insert(name.clone(), typed(kind, name, text)?);
     }
     state.validate(&job, &params).await?;
+    state.callers.start_run(
+        &crate::limits::caller_key(&headers),
+        state.config.max_runs_per_minute_per_caller,
+    )?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

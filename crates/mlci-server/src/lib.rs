@@ -31,6 +31,7 @@ mod config;
 mod error;
 mod experiments;
 mod jenkins;
+mod limits;
 mod listen;
 mod metrics;
 mod ops;
@@ -220,6 +221,7 @@ impl Server {
             running: watch::channel(0).0,
             log_signal: Arc::new(watch::channel(0).0),
             followers: Arc::new(tokio::sync::Semaphore::new(config_followers)),
+            callers: Default::default(),
             stopping: Default::default(),
             crumb: new_crumb(),
         }));

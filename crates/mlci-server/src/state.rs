@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     pub log_signal: Arc<watch::Sender<u64>>,
     /// Permits for open log streams (`?follow=1`); none left: 429.
     pub followers: Arc<tokio::sync::Semaphore>,
+    /// Per-caller limits on starting runs and on open log streams.
+    pub callers: crate::limits::CallerLimits,
     /// Set once shutdown began: no new runs start.
     pub stopping: AtomicBool,
     /// The crumb `/crumbIssuer` hands out (crumbs are not required with a token).

@@ -87,6 +87,11 @@ pub(crate) struct ServerSection {
     /// Poll the repositories every this many seconds for new commits (the classic job 1's
     /// "poll SCM"); off by default (the webhook is the push-based way).
     pub poll_seconds: Option<f64>,
+    /// Most runs one caller (its credentials) may start per minute (default 120).
+    pub(crate) runs_per_minute_per_caller: Option<u32>,
+    /// Most log streams (`?follow=1`) open at once, and per caller (defaults 64 and 8).
+    pub(crate) log_streams: Option<usize>,
+    pub(crate) log_streams_per_caller: Option<usize>,
     /// What the runs the service starts may do: the operator decides, a repository only
     /// proposes.
     #[serde(default)]

@@ -549,3 +549,36 @@ fn with_a_token_set_runs_logs_and_artifacts_need_it() {
         assert_eq!(server.get(&path).status, 200, "{path}");
     }
 }
+
+/// Regression (issue 10): one caller could start runs and open log streams without limit.
+/// Per caller (its credentials), both are bounded; others are not affected.
+#[test]
+fn one_caller_is_limited_without_starving_the_others() {
+    let server = TestServer::start_with(|c| {
+        c.max_runs_per_minute_per_caller = 3;
+        c.tokens.push(mlci_server::Secret::new("second-token"));
+    });
+    for _ in 0..3 {
+        assert_eq!(server.post_step("noop", "{}", None).status, 202);
+    }
+    let refused = server.post_step("noop", "{}", None);
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(refused.header("retry-after").is_some());
+    // Another caller still starts runs.
+    let other = send(
+        agent()
+            .post(&format!("{}/api/v1/steps/noop", server.url))
+            .set("Authorization", "Bearer second-token")
+            .set("Content-Type", "application/json"),
+        Some(b"{}"),
+    );
+    assert_eq!(other.status, 202, "{}", other.text());
+    // The Jenkins endpoint counts toward the same limit.
+    let jenkins = send(
+        agent()
+            .post(&format!("{}/job/noop/buildWithParameters", server.url))
+            .set("Authorization", &format!("Bearer {TOKEN}")),
+        Some(b""),
+    );
+    assert_eq!(jenkins.status, 429);
+}

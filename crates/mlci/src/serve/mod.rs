@@ -115,6 +115,15 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
     if let Some(open) = cfg.server.read_only_open {
         config.read_only_open = open;
     }
+    if let Some(n) = cfg.server.runs_per_minute_per_caller {
+        config.max_runs_per_minute_per_caller = n;
+    }
+    if let Some(n) = cfg.server.log_streams {
+        config.max_log_followers = n;
+    }
+    if let Some(n) = cfg.server.log_streams_per_caller {
+        config.max_log_followers_per_caller = n;
+    }
     match token {
         Some(token) => config.tokens.push(token),
         None => tracing::warn!(
