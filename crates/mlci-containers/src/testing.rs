@@ -1,5 +1,5 @@
-//! Test support for crates whose tests run against the real Engine (feature
-//! `testing`, dev-dependencies only): connect or skip loudly, and two
+//! Test support (feature `testing`, dev-dependencies only): [`missing`], the one rule for
+//! a test that needs a tool which is not there, the real Engine or fail, and two
 //! `FROM scratch` test images (there is no registry to pull from).
 #![allow(clippy::print_stderr, clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -8,8 +8,34 @@ use std::sync::Arc;
 
 use crate::{BuildContext, Engine};
 
-/// The Engine at `DOCKER_HOST` (else the default socket), or `None` after
-/// printing loudly why the calling test does not run.
+/// A test needs `tool` and it is not there: the test **fails**, naming the tool and how
+/// `.ci/run` installs it, unless the user opted out of `category` with
+/// `MLCI_SKIP=category,…`; then the skip is said and counted (a line appended to the file
+/// `MLCI_SKIP_LOG` names, which `scripts/test` sets and counts) and the test returns.
+#[allow(clippy::disallowed_methods)] // test support reads its own switches
+pub fn missing(category: &str, tool: &str, why: impl std::fmt::Display, install: &str) {
+    let opted_out = std::env::var("MLCI_SKIP")
+        .is_ok_and(|list| list.split(',').any(|c| c.trim() == category || c.trim() == "all"));
+    if !opted_out {
+        panic!(
+            "this test needs {tool}: {why}. Install: {install} (.ci/run does). \
+             To run without it, opt out explicitly: MLCI_SKIP={category}"
+        );
+    }
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    eprintln!("\n!!!! SKIPPED (MLCI_SKIP={category}): {test} needs {tool}: {why}\n");
+    if let Ok(log) = std::env::var("MLCI_SKIP_LOG") {
+        use std::io::Write;
+        // One write of the whole line: tests run in parallel threads and processes.
+        let line = format!("{category}\t{test}\n");
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+}
+
+/// The Engine at `DOCKER_HOST` (else the default socket); without one the test fails
+/// (or, opted out with `MLCI_SKIP=docker`, is counted as skipped: `None`).
 pub fn engine() -> Option<Arc<Engine>> {
     // Test support (feature `testing`), not the library: the tests' Engine is the
     // environment's, as for the binary.
@@ -18,7 +44,12 @@ pub fn engine() -> Option<Arc<Engine>> {
     match Engine::connect(host.as_deref()) {
         Ok(e) => Some(Arc::new(e)),
         Err(e) => {
-            eprintln!("\n!!!! SKIPPED: no Docker Engine reachable, container tests did not run: {e}\n");
+            missing(
+                "docker",
+                "a Docker Engine",
+                e,
+                "apt-get install docker.io and start dockerd",
+            );
             None
         }
     }
@@ -95,18 +126,19 @@ pub fn shell_image(engine: &Arc<Engine>, test: &str) -> TestImage {
     )
 }
 
-/// The static mlci of `scripts/build-static`, or `None` after saying loudly
-/// that the trainer-image tests do not run.
+/// The static mlci of `scripts/build-static`; without it the test fails (or, opted out
+/// with `MLCI_SKIP=docker`, is counted as skipped: `None`).
 pub fn static_binary() -> Option<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin = root.join("target/static/x86_64-unknown-linux-gnu/release/mlci");
     if bin.exists() {
         Some(bin)
     } else {
-        eprintln!(
-            "\n!!!! SKIPPED: {} is missing, so the scratch trainer image cannot be built; \
-             run scripts/build-static first\n",
-            bin.display()
+        missing(
+            "docker",
+            "the static mlci for the scratch trainer image",
+            format!("{} is missing", bin.display()),
+            "scripts/build-static",
         );
         None
     }

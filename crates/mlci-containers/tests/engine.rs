@@ -4,8 +4,8 @@
 //! Two test images, both `FROM scratch` (there is no registry): a shell image
 //! made of the host's `/bin/sh` and the libraries `ldd` names (for mounts,
 //! labels and exit codes), and the trainer image from `docker/Dockerfile.scratch`
-//! with the static binary of `scripts/build-static` (skipped loudly when it is
-//! not built). Every container is removed by id; every tag is removed at the end.
+//! with the static binary of `scripts/build-static` (failing when it is not
+//! built, unless `MLCI_SKIP=docker`). Every container is removed by id; every tag is removed at the end.
 #![allow(clippy::print_stderr)]
 
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! The swarm executor against the real Docker Engine (DOCKER_HOST, else the
 //! default socket), on a one-node swarm. When the Engine is in no swarm, the
 //! test makes one (advertised on 127.0.0.1) and leaves it at the end, even on
-//! panic; a swarm that was already there is left alone. Skipped loudly only
-//! when no Engine answers or the static mlci for the trainer image is missing.
+//! panic; a swarm that was already there is left alone. Fails when no Engine
+//! answers or the static mlci for the trainer image is missing (`MLCI_SKIP=docker` opts out).
 //! Everything runs in one test function, so nothing races on the swarm.
 #![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)
 #![allow(clippy::print_stderr)]

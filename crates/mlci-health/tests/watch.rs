@@ -1,5 +1,5 @@
-//! The health watcher against the real Docker Engine (skipped loudly where
-//! none is reachable): deaths seen through the event stream, crash loops,
+//! The health watcher against the real Docker Engine (failing where none is
+//! reachable, unless opted out with `MLCI_SKIP=docker`): deaths seen through the event stream, crash loops,
 //! missing and finished containers, failing HEALTHCHECKs, and a training
 //! container killed mid-run that resumes from its checkpoint.
 #![allow(clippy::disallowed_methods)] // tests read their own switches (the rule is for src)

@@ -1,6 +1,6 @@
 //! End to end over HTTP: `git http-backend` behind a small Python server that demands basic
 //! authentication, so the token really travels through libgit2's credential callback.
-//! Skipped (loudly) where `python3` or `git` is missing.
+//! Fails where `python3` or `git` is missing (unless opted out: `MLCI_SKIP=python,git`).
 
 #![allow(clippy::print_stderr)]
 
@@ -100,7 +100,7 @@ fn serve(upstream: &Upstream, user: &str) -> Option<Server> {
     let mut child = match spawned {
         Ok(child) => child,
         Err(e) => {
-            eprintln!("SKIPPED: python3 is not available ({e}): no end-to-end HTTP authentication test");
+            mlci_containers::testing::missing("python", "python3", e, "apt-get install -y python3");
             return None;
         }
     };
@@ -133,7 +133,12 @@ fn token_in(var: &str, username: Option<&str>) -> Credentials {
 #[test]
 fn a_token_from_an_environment_variable_authenticates_over_http() {
     if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: git is not installed: no git http-backend");
+        mlci_containers::testing::missing(
+            "git",
+            "git",
+            "its http-backend serves the test repository",
+            "apt-get install -y git",
+        );
         return;
     }
     let upstream = Upstream::new();

@@ -1,8 +1,8 @@
 //! The live dashboard: the experiments API over the real SQLite store, and the page in a
 //! real headless browser (Debian's `chromium`) while a "run" writes trials between polls.
 //!
-//! The browser test fails when chromium is missing (`apt-get install -y chromium`); set
-//! `MLCI_SKIP_BROWSER_TESTS=1` to skip it (loudly). Set `MLCI_DASHBOARD_SAMPLE=DIR` to also
+//! The browser test fails when chromium is missing (`apt-get install -y chromium`); opt out
+//! with `MLCI_SKIP=browser` (counted as skipped). Set `MLCI_DASHBOARD_SAMPLE=DIR` to also
 //! write the DOM the browser ended with to `DIR/dashboard.html` (to look at it).
 
 use std::collections::BTreeMap;
@@ -392,24 +392,22 @@ fn experiments_api_without_a_source_is_503_and_the_dashboard_still_serves() {
 
 // ---- the real browser ----
 
-/// Debian's chromium, or `None` (said loudly) when `MLCI_SKIP_BROWSER_TESTS=1`.
-#[allow(clippy::print_stderr)] // the loud skip message
+/// Debian's chromium; without it the test fails (`None` only when opted out,
+/// `MLCI_SKIP=browser`).
 fn chromium() -> Option<PathBuf> {
-    if std::env::var("MLCI_SKIP_BROWSER_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("\n!!!! SKIPPED: the headless browser test did not run (MLCI_SKIP_BROWSER_TESTS=1)\n");
-        return None;
-    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path)
         .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
         .find(|p| p.is_file());
-    match found {
-        Some(p) => Some(p),
-        None => panic!(
-            "chromium is not installed (not on PATH): install it with `apt-get install -y chromium` \
-             (Debian), or set MLCI_SKIP_BROWSER_TESTS=1 to skip the browser tests"
-        ),
+    if found.is_none() {
+        mlci_containers::testing::missing(
+            "browser",
+            "chromium",
+            "it is not on PATH",
+            "apt-get install -y chromium",
+        );
     }
+    found
 }
 
 /// The DOM of `url` after the page ran for 5 s of virtual time (its polls included), from

@@ -20,13 +20,12 @@ fn python_jenkins_drives_a_build_to_its_end() {
     match probe {
         Ok(out) if out.status.success() => {}
         _ => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "!!!! SKIPPED python_jenkins_drives_a_build_to_its_end: python3 cannot import \
-                     jenkins (pip install python-jenkins)"
-                );
-            }
+            mlci_containers::testing::missing(
+                "python-jenkins",
+                "python-jenkins",
+                "python3 cannot import jenkins",
+                "python3 -m pip install python-jenkins==1.8.3",
+            );
             return;
         }
     }

@@ -296,16 +296,17 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
     );
 }
 
-/// The statically linked mlci that `scripts/build-static` makes, for the
-/// trainer image; `None` (with a loud message) where it or the Engine is missing.
-#[allow(clippy::print_stderr)] // the loud skip message
+/// The statically linked mlci that `scripts/build-static` makes, for the trainer image;
+/// without it or the Engine the test fails (`None` only when opted out, `MLCI_SKIP=docker`).
 pub(crate) fn static_mlci() -> Option<std::path::PathBuf> {
     let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/static/x86_64-unknown-linux-gnu/release/mlci");
     if !bin.is_file() {
-        eprintln!(
-            "SKIPPED: no static mlci at {} (run scripts/build-static; .ci/run does)",
-            bin.display()
+        mlci_containers::testing::missing(
+            "docker",
+            "the static mlci for the trainer image",
+            format!("{} is missing", bin.display()),
+            "scripts/build-static",
         );
         return None;
     }
@@ -313,7 +314,12 @@ pub(crate) fn static_mlci() -> Option<std::path::PathBuf> {
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
     if !engine.is_ok_and(|o| o.status.success()) {
-        eprintln!("SKIPPED: no Docker Engine reachable (docker version failed)");
+        mlci_containers::testing::missing(
+            "docker",
+            "a Docker Engine",
+            "`docker version` failed",
+            "apt-get install docker.io and start dockerd",
+        );
         return None;
     }
     Some(bin)
