@@ -87,6 +87,7 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial() {
+    const EPOCHS: u64 = 40;
     let Some(bin) = static_mlci() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 150);
@@ -98,7 +99,12 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
         Path::new("/data"),
         "random",
         space,
-        &[("max_trials: 3", "max_trials: 2"), ("epochs: 4", "epochs: 5")],
+        // Long enough that the kill lands mid-run however fast the machine trains
+        // (with 5 epochs the experiment could end before `docker kill`).
+        &[
+            ("max_trials: 3", "max_trials: 2"),
+            ("epochs: 4", &format!("epochs: {EPOCHS}")),
+        ],
     );
     let state = tmp.path().join("state");
     let owner = format!("mlci-test-{}-envtune", std::process::id());
@@ -202,7 +208,7 @@ fn a_killed_tuning_environment_is_relaunched_and_its_experiment_loses_no_trial()
             .iter()
             .map(|s| s["step"].as_u64().unwrap())
             .collect();
-        assert_eq!(steps, [1, 2, 3, 4, 5], "{t}");
+        assert_eq!(steps, (1..=EPOCHS).collect::<Vec<_>>(), "every epoch once: {t}");
     }
     assert!(shown["events"]
         .as_array()
