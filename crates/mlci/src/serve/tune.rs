@@ -66,8 +66,9 @@ impl MlciSteps {
             .map_err(|e| fail(format!("experiment: cannot read it: {}", e.kind())))?;
         let mut spec =
             mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| fail(format!("experiment: {e}")))?;
+        let asked = spec.clone();
         let lowered = self.cfg.server.policy.apply(&mut spec).map_err(fail)?;
-        if lowered.is_empty() && spec == mlci_core::ExperimentSpec::from_yaml(&text).map_err(fail)? {
+        if spec == asked {
             return Ok((experiment, lowered));
         }
         for l in &lowered {
