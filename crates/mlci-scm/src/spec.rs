@@ -217,6 +217,27 @@ impl RepoSpec {
         redact_url(&self.url)
     }
 
+    /// Where a fetch would go: the URL's scheme (`file` for an absolute path, `ssh` for
+    /// git's `user@host:path`) and its host (none for local files). For a validated spec.
+    pub fn scheme_and_host(&self) -> (&str, Option<&str>) {
+        let url = self.url.as_str();
+        if let Some((scheme, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or("");
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let host = match host_port.strip_prefix('[') {
+                Some(v6) => v6.split(']').next().unwrap_or(""),
+                None => host_port.split(':').next().unwrap_or(""),
+            };
+            let local = scheme == "file" && (host.is_empty() || host == "localhost");
+            return (scheme, (!local && !host.is_empty()).then_some(host));
+        }
+        if is_scp_like(url) {
+            let before = url.split(':').next().unwrap_or("");
+            return ("ssh", Some(before.rsplit_once('@').map_or(before, |(_, h)| h)));
+        }
+        ("file", None)
+    }
+
     /// Resolve the credentials' references now, with the caller's `secrets`. `Ok(None)`
     /// when the spec has none. Errors name the variable or file, never a value.
     pub fn resolve_credentials(
@@ -467,6 +488,30 @@ pub(crate) fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheme_and_host_say_where_a_fetch_goes() {
+        let of = |url: &str| {
+            let spec = RepoSpec::new("m", url, "main");
+            let (scheme, host) = spec.scheme_and_host();
+            (scheme.to_owned(), host.map(str::to_owned))
+        };
+        assert_eq!(
+            of("https://github.com/a/b.git"),
+            ("https".into(), Some("github.com".into()))
+        );
+        assert_eq!(
+            of("http://127.0.0.1:9/x.git"),
+            ("http".into(), Some("127.0.0.1".into()))
+        );
+        assert_eq!(of("ssh://git@[::1]:22/x"), ("ssh".into(), Some("::1".into())));
+        assert_eq!(
+            of("git@example.com:a/b.git"),
+            ("ssh".into(), Some("example.com".into()))
+        );
+        assert_eq!(of("file:///srv/repo"), ("file".into(), None));
+        assert_eq!(of("/srv/repo"), ("file".into(), None));
+    }
 
     fn spec(url: &str) -> RepoSpec {
         RepoSpec::new("repo", url, "main")

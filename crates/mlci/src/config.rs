@@ -418,21 +418,23 @@ pub(crate) fn set_thread_vars(threads: usize) {
     }
 }
 
-/// A secret of the service: the file's content when `file` is given, else the variable's.
+/// A secret of the service (API token, webhook secret): the file's content when `file` is
+/// given, else the variable's, `None` when that is unset or blank. Read through the one
+/// resolver; surrounding whitespace is not part of a token.
 pub(crate) fn server_secret(
     env_name: &str,
     file: Option<&Path>,
 ) -> Result<Option<mlci_core::Secret>, ConfigError> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        let value = text.trim();
-        if value.is_empty() {
-            return Err(ConfigError(format!("{} is empty", path.display())));
-        }
-        return Ok(Some(mlci_core::Secret::new(value)));
+    let reference = match file {
+        Some(path) => SecretRef::File(path.to_owned()),
+        None if var(env_name).is_some() => SecretRef::Env(env_name.to_owned()),
+        None => return Ok(None),
+    };
+    let secret = secret_resolver()(&reference).map_err(|e| ConfigError(e.to_string()))?;
+    match secret.expose().trim() {
+        "" => Err(ConfigError(format!("{} is empty", reference.describe()))),
+        value => Ok(Some(mlci_core::Secret::new(value))),
     }
-    Ok(var(env_name).map(|v| mlci_core::Secret::new(v.trim())))
 }
 
 impl Config {

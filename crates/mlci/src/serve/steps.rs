@@ -167,30 +167,6 @@ impl<'a> RepoRef<'a> {
     }
 }
 
-/// A URL's scheme (`file` for a local path, `ssh` for `user@host:path`) and host.
-fn url_scheme_and_host(url: &str) -> (&str, Option<&str>) {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority = rest.split('/').next().unwrap_or("");
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = if let Some(v6) = host_port.strip_prefix('[') {
-            v6.split(']').next().unwrap_or("")
-        } else {
-            host_port.split(':').next().unwrap_or("")
-        };
-        let host = (!host.is_empty() && host != "localhost" || scheme != "file").then_some(host);
-        return (scheme, host.filter(|h| !h.is_empty()));
-    }
-    if url.starts_with('/') {
-        return ("file", None);
-    }
-    // scp-like `user@host:path`
-    let host = url
-        .split(':')
-        .next()
-        .map(|h| h.rsplit_once('@').map_or(h, |(_, h)| h));
-    ("ssh", host)
-}
-
 pub(crate) fn fail(e: impl std::fmt::Display) -> StepFailure {
     StepFailure(e.to_string())
 }
@@ -258,7 +234,6 @@ impl MlciSteps {
                         format!("{name} is configured by the operator ([[server.repositories]]): its url is not replaced"),
                     ));
                 }
-                self.adhoc_url_allowed(url)?;
                 let branch = r
                     .branch
                     .map(str::to_owned)
@@ -275,6 +250,7 @@ impl MlciSteps {
                     ),
                     other => ParamError::new("url", other.to_string()),
                 })?;
+                self.adhoc_url_allowed(&spec)?;
                 Ok(spec)
             }
             (None, None) => Err(ParamError::new(
@@ -288,9 +264,9 @@ impl MlciSteps {
 
     /// An ad-hoc URL under the operator's policy: its scheme listed in `repository_urls`,
     /// and no loopback, link-local or private host unless listed in `allowed_hosts`.
-    fn adhoc_url_allowed(&self, url: &str) -> Result<(), ParamError> {
+    fn adhoc_url_allowed(&self, spec: &RepoSpec) -> Result<(), ParamError> {
         let policy = &self.cfg.server.policy;
-        let (scheme, host) = url_scheme_and_host(url);
+        let (scheme, host) = spec.scheme_and_host();
         if !policy.repository_urls.iter().any(|s| s == scheme) {
             return Err(ParamError::new(
                 "url",
