@@ -72,10 +72,10 @@ async fn create_run(
     }
     let params = params_from_body(&body)?;
     state.validate(&step, &params).await?;
-    state.callers.start_run(
-        &crate::limits::caller_key(&headers),
-        state.config.max_runs_per_minute_per_caller,
-    )?;
+    let caller = crate::limits::caller_key(&headers);
+    state
+        .callers
+        .start_run(&caller, state.config.max_runs_per_minute_per_caller)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         // UTF-8 is accepted: Jenkins' BUILD_TAG holds the job name, which may not be ASCII.
@@ -90,6 +90,9 @@ async fn create_run(
         },
     };
     let (run, created) = state.submit(&step, params, key).await?;
+    if !created {
+        state.callers.refund_run(&caller);
+    }
     let status = if created {
         StatusCode::ACCEPTED
     } else {

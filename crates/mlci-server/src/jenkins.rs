@@ -412,16 +412,19 @@ async fn build(
         params.insert(name.clone(), typed(kind, name, text)?);
     }
     state.validate(&job, &params).await?;
-    state.callers.start_run(
-        &crate::limits::caller_key(&headers),
-        state.config.max_runs_per_minute_per_caller,
-    )?;
+    let caller = crate::limits::caller_key(&headers);
+    state
+        .callers
+        .start_run(&caller, state.config.max_runs_per_minute_per_caller)?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .filter(|k| !k.trim().is_empty() && k.len() <= 256)
         .map(|k| k.trim().to_owned());
-    let (run, _) = state.submit(&job, params, key).await?;
+    let (run, created) = state.submit(&job, params, key).await?;
+    if !created {
+        state.callers.refund_run(&caller);
+    }
     let location = format!("{}queue/item/{}/", state.base_url(&headers), run.seq);
     let mut response = StatusCode::CREATED.into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -77,6 +77,15 @@ impl CallerLimits {
         Ok(())
     }
 
+    /// Give back a run counted by [`CallerLimits::start_run`] that was not created (the
+    /// idempotency key named an existing run: a retry is not a new run).
+    pub(crate) fn refund_run(&self, key: &str) {
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, count)) = runs.get_mut(key) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
     /// A log stream slot for `key`; refused past `per_caller` open at once.
     pub(crate) fn open_stream(&self, key: &str, per_caller: usize) -> Result<StreamSlot, ApiError> {
         let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
@@ -119,6 +128,8 @@ mod tests {
         assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(refused.retry_after.is_some());
         limits.start_run("b", 3).unwrap();
+        limits.refund_run("a");
+        limits.start_run("a", 3).unwrap();
         let one = limits.open_stream("a", 1).unwrap();
         assert!(limits.open_stream("a", 1).is_err());
         limits.open_stream("b", 1).unwrap();
