@@ -16,12 +16,14 @@ use mlci_tune::{SubprocessExecutor, TuneOptions, Tuner};
 const SCRIPT: &str = r#"#!/usr/bin/env bash
 set -euo pipefail
 x=${MLCI_PARAM_X}
-echo "started x=$x resume=${MLCI_RESUME} secret=${MLCI_TEST_SECRET:-absent}" >&2
+echo "started x=$x resume=${MLCI_RESUME}" >&2
+env > "$MLCI_TRIAL_DIR/environment"
 case "${BEHAVIOUR:-}" in
   crash-high) awk -v x="$x" 'BEGIN{exit !(x > 0.5)}' && { echo "boom" >&2; exit 1; } ;;
   badspec) exit 2 ;;
   silent) exit 0 ;;
   hang) sleep 30 ;;
+  slow-high) if awk -v x="$x" 'BEGIN{exit !(x > 0.5)}'; then sleep 60; fi ;;
   background) sleep 120 & echo $! > "$MLCI_TRIAL_DIR/background.pid" ;;
 esac
 for e in 1 2 3 4; do
@@ -66,6 +68,7 @@ impl Fixture {
             best_trial: None,
             message: None,
             wall_seconds: 0.0,
+            evaluation: None,
         };
         self.store.create_experiment(&exp).unwrap();
         exp
@@ -385,16 +388,46 @@ fn prefer_picks_the_cheapest_trial_that_meets_the_goal() {
 
 #[test]
 fn trials_inherit_nothing_of_the_callers_environment() {
-    // SAFETY-free in edition 2021; no other test reads this variable.
+    // Variables the trial script never names: the test does not depend on the filter
+    // knowing what a secret is called.
     std::env::set_var("MLCI_TEST_SECRET", "hunter2");
+    std::env::set_var("DATABASE_URL", "postgres://ci:correct-horse@db/prod");
     let f = Fixture::new();
     let mut spec = f.spec("budget: { max_trials: 1 }\n");
     spec.objective.goal = None;
     f.create("secret", spec);
     let (_, trials) = f.run("secret", &[]);
     assert_eq!(trials[0].state, TrialState::Completed);
-    let log = std::fs::read_to_string(f.root("secret").join("trials/1/trial.log")).unwrap();
-    assert!(log.contains("secret=absent") && !log.contains("hunter2"), "{log}");
+    let seen = std::fs::read_to_string(f.root("secret").join("trials/1/environment")).unwrap();
+    assert!(
+        !seen.contains("hunter2") && !seen.contains("correct-horse"),
+        "{seen}"
+    );
+    // Exactly the variables the executor gives, and those bash sets for itself.
+    let mut names: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "MLCI_ATTEMPT",
+            "MLCI_PARAM_X",
+            "MLCI_RESUME",
+            "MLCI_THREADS",
+            "MLCI_TRIAL",
+            "MLCI_TRIAL_DIR",
+            "OMP_NUM_THREADS",
+            "PATH",
+            "PWD",
+            "RAYON_NUM_THREADS",
+            "SHLVL",
+            "_",
+        ],
+        "{seen}"
+    );
 }
 
 #[test]
@@ -411,4 +444,50 @@ fn a_trial_that_leaves_a_background_process_behind_still_ends() {
             .unwrap_or_default()
             .contains(") Z ");
     assert!(!alive, "the trial's background process {pid} outlived it");
+}
+
+#[test]
+fn the_goal_ends_the_experiment_within_seconds_while_another_trial_is_mid_step() {
+    let f = Fixture::new();
+    // Two trials at once: x = 0.3 meets the goal at its fourth step (a second in), while
+    // x = 0.9 spends a minute before its first step.
+    let yaml = format!(
+        "name: ends\nobjective: {{ metric: score, goal: 0.95 }}\n\
+         search_space:\n  x: {{ type: categorical, values: [0.3, 0.9] }}\n\
+         algorithm: {{ name: grid }}\nbudget: {{ max_trials: 2, parallel_trials: 2 }}\n\
+         trial:\n  executor: subprocess\n  command: [\"{}\"]\n",
+        f.dir.path().join("trial.sh").display()
+    );
+    f.create("ends", ExperimentSpec::from_yaml(&yaml).unwrap());
+    let started = std::time::Instant::now();
+    let (exp, trials) = f.run("ends", &[("BEHAVIOUR", "slow-high"), ("STEP_SLEEP", "0.2")]);
+    let took = started.elapsed().as_secs_f64();
+    assert_eq!(exp.state, ExperimentState::Succeeded, "{:?}", exp.message);
+    assert!(
+        took < 20.0,
+        "the experiment waited {took:.1} s for the slow trial (its first step comes after 60 s)"
+    );
+    let x = |t: &TrialRecord| t.params["x"].to_string();
+    let fast = trials.iter().find(|t| x(t) == "0.3").unwrap();
+    let slow = trials.iter().find(|t| x(t) == "0.9").unwrap();
+    assert_eq!(fast.state, TrialState::Completed);
+    assert_eq!(exp.best_trial, Some(fast.number));
+    assert_eq!(
+        slow.state,
+        TrialState::Stopped,
+        "not pruned: nobody judged it; {slow:?}"
+    );
+    assert!(slow.steps.is_empty());
+    let events = f.store.events("ends").unwrap();
+    let stopped = events
+        .iter()
+        .find(|e| e.kind == "trial_stopped" && e.trial == Some(slow.number))
+        .expect("a trial_stopped event");
+    assert!(
+        stopped
+            .message
+            .contains(&format!("trial {} met the goal", fast.number)),
+        "{}",
+        stopped.message
+    );
 }
