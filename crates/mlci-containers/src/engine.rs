@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use mlci_core::{Control, Failure};
+use mlci_core::{Control, Failure, StopSignal};
 
 use crate::trial::{box_failure, BoxEnd, TrialBox};
 use crate::{BuildContext, ContainerError, ContainerSpec};
@@ -23,6 +23,8 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Seconds to wait for the Engine to answer a request's headers.
 const REQUEST_TIMEOUT_SECONDS: u64 = 120;
+/// How often a running trial looks at its stop signal (the experiment ended).
+pub(crate) const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A connection to one Docker Engine. Blocking: every method runs its
 /// request to completion on the engine's own current-thread runtime, so it
@@ -338,12 +340,13 @@ impl Engine {
     }
 
     /// Create and start a container from `spec`, hand each stdout line to
-    /// `on_line` (a [`Control::Stop`] kills the container), wait for its end,
-    /// remove it, and say how it ended. `on_start` gets the container id as
-    /// soon as it runs.
+    /// `on_line` (a [`Control::Stop`] kills the container, and so does `stop`, checked
+    /// four times a second), wait for its end, remove it, and say how it ended.
+    /// `on_start` gets the container id as soon as it runs.
     pub fn run_trial(
         &self,
         spec: &ContainerSpec,
+        stop: &StopSignal,
         on_start: &mut dyn FnMut(&str),
         on_line: &mut dyn FnMut(&str) -> Control,
     ) -> Result<RunOutcome, ContainerError> {
@@ -359,7 +362,7 @@ impl Engine {
                     ContainerError::engine(format!("creating a container from {}", spec.image), e)
                 })?;
             let id = created.id;
-            let result = run_created(docker, &id, spec, log.as_mut(), on_start, on_line).await;
+            let result = run_created(docker, &id, spec, stop, log.as_mut(), on_start, on_line).await;
             // Always remove it, whatever happened; report the first error.
             let removed = remove(docker, &id).await;
             let outcome = result?;
@@ -422,6 +425,7 @@ async fn run_created(
     docker: &Docker,
     id: &str,
     spec: &ContainerSpec,
+    stop_signal: &StopSignal,
     mut log: Option<&mut std::fs::File>,
     on_start: &mut dyn FnMut(&str),
     on_line: &mut dyn FnMut(&str) -> Control,
@@ -450,17 +454,30 @@ async fn run_created(
         }
     };
     loop {
-        let next = match deadline {
-            Some(deadline) if !timed_out => match tokio::time::timeout_at(deadline, logs.next()).await {
-                Ok(next) => next,
-                Err(_) => {
+        if !stopped && stop_signal.is_set() {
+            stopped = true;
+            tracing::info!(
+                container = short(id),
+                "trial stopped from outside; killing its container"
+            );
+            kill(docker, id).await?;
+        }
+        // Wake at least every STOP_CHECK to look at the stop signal.
+        let tick = tokio::time::Instant::now() + STOP_CHECK;
+        let wake = match deadline {
+            Some(deadline) if !timed_out => deadline.min(tick),
+            _ => tick,
+        };
+        let next = match tokio::time::timeout_at(wake, logs.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                if deadline.is_some_and(|d| !timed_out && tokio::time::Instant::now() >= d) {
                     timed_out = true;
                     tracing::warn!(container = short(id), "trial timed out; killing its container");
                     kill(docker, id).await?;
-                    continue;
                 }
-            },
-            _ => logs.next().await,
+                continue;
+            }
         };
         match next {
             None => break,

@@ -111,6 +111,7 @@ impl Executor for ContainerExecutor {
         run_model_trial(req, &cspec, &self.image_digest, on_step, |cspec, on_line| {
             self.engine.run_trial(
                 cspec,
+                &req.stop,
                 &mut |id| tracing::info!(trial, container = short(id), "trial container running"),
                 on_line,
             )

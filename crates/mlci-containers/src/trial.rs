@@ -183,7 +183,8 @@ pub(crate) fn model_trial_spec(
     image: &str,
     owner: &str,
 ) -> Result<ContainerSpec, Failure> {
-    let (spec, data, val_split) = req.model_trial(executor)?;
+    let (spec, splits) = req.model_trial(executor)?;
+    let data = splits.dir;
     std::fs::create_dir_all(&req.workdir).map_err(|e| crashed("cannot create", &req.workdir, e))?;
     let spec_path = req.workdir.join("spec.json");
     let json = serde_json::to_string_pretty(spec)
@@ -208,8 +209,12 @@ pub(crate) fn model_trial_spec(
     .map(|s| (*s).to_owned())
     .collect();
     command.push(threads.to_string());
-    if let Some(split) = val_split {
+    if let Some(split) = splits.val_split {
         command.extend(["--val-split".to_owned(), split.to_string()]);
+    }
+    // The trial's training images leave the test split out, as in-process trials do.
+    if let Some(split) = splits.test_split {
+        command.extend(["--test-split".to_owned(), split.to_string()]);
     }
     if req.resume {
         command.push("--resume".to_owned());

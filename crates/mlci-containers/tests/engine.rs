@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mlci_containers::testing::{engine, owner, shell_image, static_binary, trainer_image, TestImage};
 use mlci_containers::{BuildContext, ContainerError, ContainerExecutor, ContainerSpec, Engine, Mount};
-use mlci_core::{Control, Executor, FailureKind, ModelSpec, TrialRequest, TrialWork};
+use mlci_core::{Control, Executor, FailureKind, ModelSpec, StopSignal, TrialRequest, TrialWork};
 
 fn sh(image: &TestImage, script: &str) -> ContainerSpec {
     let mut spec = ContainerSpec::new(
@@ -29,7 +29,7 @@ fn sh(image: &TestImage, script: &str) -> ContainerSpec {
 fn run(engine: &Engine, spec: &ContainerSpec) -> (mlci_containers::RunOutcome, Vec<String>) {
     let mut lines = Vec::new();
     let outcome = engine
-        .run_trial(spec, &mut |_| {}, &mut |l| {
+        .run_trial(spec, &StopSignal::default(), &mut |_| {}, &mut |l| {
             lines.push(l.to_owned());
             Control::Continue
         })
@@ -158,7 +158,9 @@ fn a_missing_mount_source_is_an_error_naming_it() {
     let mut spec = ContainerSpec::new("unused:latest", vec!["/bin/true".into()]);
     spec.mounts = vec![Mount::ro("/nonexistent/dataset", "/data")];
     let err = engine
-        .run_trial(&spec, &mut |_| {}, &mut |_| Control::Continue)
+        .run_trial(&spec, &StopSignal::default(), &mut |_| {}, &mut |_| {
+            Control::Continue
+        })
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/dataset"), "{err}");
 }
@@ -215,6 +217,7 @@ fn exits_kills_timeouts_and_stops_are_classified() {
     let outcome = engine
         .run_trial(
             &sh(&image, "i=0; while :; do i=$((i+1)); echo \"tick $i\"; done"),
+            &StopSignal::default(),
             &mut |_| {},
             &mut |_| {
                 seen += 1;
@@ -256,11 +259,12 @@ fn model_request(tmp: &Path, epochs: usize, resume: bool) -> TrialRequest {
         params: Default::default(),
         work: TrialWork::Model(spec),
         workdir: tmp.join("trial-1"),
-        dataset: Some((data, None)),
+        dataset: Some(mlci_core::DataSplits::at(data)),
         // More than small machines have: the CPU limit is capped at the Engine's cores.
         threads: 4,
         resume,
         timeout_seconds: Some(600.0),
+        stop: Default::default(),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use mlci_containers::testing::{engine, owner, shell_image, static_binary, trainer_image};
 use mlci_containers::{ContainerSpec, Engine, Placement, SwarmExecutor, TaskEnd};
-use mlci_core::{Control, Executor, FailureKind, ModelSpec, TrialRequest, TrialWork};
+use mlci_core::{Control, Executor, FailureKind, ModelSpec, StopSignal, TrialRequest, TrialWork};
 
 /// Held for the whole test: one swarm test per machine at a time, across
 /// processes too (two `cargo test` runs would init and leave the same
@@ -186,10 +186,11 @@ fn request(tmp: &Path, name: &str, epochs: usize) -> TrialRequest {
         params: Default::default(),
         work: TrialWork::Model(spec),
         workdir: tmp.join(name),
-        dataset: Some((data, None)),
+        dataset: Some(mlci_core::DataSplits::at(data)),
         threads: 4,
         resume: false,
         timeout_seconds: Some(600.0),
+        stop: Default::default(),
     }
 }
 
@@ -243,10 +244,16 @@ fn trials_run_as_swarm_services_on_a_one_node_swarm() {
     let run = |spec: &ContainerSpec| {
         let mut lines = Vec::new();
         let outcome = engine
-            .run_service(spec, &Placement::default(), &mut |_| {}, &mut |l| {
-                lines.push(l.to_owned());
-                Control::Continue
-            })
+            .run_service(
+                spec,
+                &Placement::default(),
+                &StopSignal::default(),
+                &mut |_| {},
+                &mut |l| {
+                    lines.push(l.to_owned());
+                    Control::Continue
+                },
+            )
             .unwrap();
         (outcome, lines)
     };

@@ -62,6 +62,11 @@ pub struct Objective {
     pub goal: Option<f64>,
     #[serde(default)]
     pub prefer: Prefer,
+    /// With a confidence (e.g. 0.95), the goal is met when the lower bound of the metric's
+    /// Wilson interval over the validation images reaches it, not the point estimate (an
+    /// accuracy metric only). Absent: the point estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
 }
 
 impl Default for Objective {
@@ -71,6 +76,23 @@ impl Default for Objective {
             direction: Direction::Maximize,
             goal: defaults::goal(),
             prefer: Prefer::Best,
+            confidence: None,
+        }
+    }
+}
+
+impl Objective {
+    /// Whether `value` (measured on `images` validation images, when known) meets the
+    /// goal: never without a goal or a finite value; with [`confidence`](Self::confidence),
+    /// the interval's lower bound must reach it, and the count must be known.
+    pub fn meets_goal(&self, value: Option<f64>, images: Option<u64>) -> bool {
+        let (Some(v), Some(goal)) = (value.filter(|v| v.is_finite()), self.goal) else {
+            return false;
+        };
+        match (self.confidence, images.filter(|&n| n > 0)) {
+            (None, _) => self.direction.meets(v, goal),
+            (Some(c), Some(n)) => crate::Accuracy::from_fraction(v, n).wilson(c).low >= goal,
+            (Some(_), None) => false,
         }
     }
 }
@@ -321,6 +343,11 @@ pub struct DatasetSpec {
     pub path: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_split: Option<f64>,
+    /// Hold out this fraction of each class's training images as the test split, which no
+    /// trial trains on and no choice looks at; the chosen model is evaluated on it once,
+    /// at the end. A `test/` folder beside `train/` is used without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_split: Option<f64>,
 }
 
 /// A tuning experiment.
@@ -412,6 +439,34 @@ impl ExperimentSpec {
         if let Some(goal) = self.objective.goal {
             if !goal.is_finite() {
                 return Err(SpecError::new("objective.goal", "must be a finite number"));
+            }
+        }
+        if let Some(d) = &self.dataset {
+            for (field, split) in [
+                ("dataset.val_split", d.val_split),
+                ("dataset.test_split", d.test_split),
+            ] {
+                if let Some(f) = split.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+                    return Err(SpecError::new(field, format!("must be in (0, 1), got {f}")));
+                }
+            }
+        }
+        if let Some(c) = self.objective.confidence {
+            if !(c > 0.0 && c < 1.0) {
+                return Err(SpecError::new(
+                    "objective.confidence",
+                    format!("must be between 0 and 1 (e.g. 0.95), got {c}"),
+                ));
+            }
+            let o = &self.objective;
+            if !(o.metric.ends_with("accuracy") && o.direction == Direction::Maximize) {
+                return Err(SpecError::new(
+                    "objective.confidence",
+                    format!(
+                        "applies to a maximised accuracy (val_accuracy), not `{}` ({:?})",
+                        o.metric, o.direction
+                    ),
+                ));
             }
         }
         let b = &self.budget;

@@ -11,6 +11,7 @@
 
 mod environment;
 mod error;
+mod evaluation;
 mod experiment;
 mod layout;
 mod markup;
@@ -29,6 +30,7 @@ pub use environment::{
     EnvironmentRecord, EnvironmentSpec, EnvironmentState, HealthcheckSpec, MountSpec, Restart, RestartPolicy,
 };
 pub use error::SpecError;
+pub use evaluation::{z_score, Accuracy, Evaluation, Interval, SplitAccuracy, DEFAULT_CONFIDENCE};
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
     Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
@@ -38,7 +40,8 @@ pub use markup::escape_markup;
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, describe, MODEL_KEYS};
 pub use ports::{
-    Control, EnvironmentStore, Executor, RunStore, Store, StoreError, TrialOutput, TrialRequest, TrialWork,
+    Control, DataSplits, EnvironmentStore, Executor, RunStore, StopSignal, Store, StoreError, TrialOutput,
+    TrialRequest, TrialWork,
 };
 pub use run::{NewRun, Outcome, RunFilter, RunRecord, RunState};
 pub use secret::{Secret, SecretError, SecretRef, SecretResolver};
@@ -49,5 +52,5 @@ pub use spec::{
 pub use summary::ExperimentSummary;
 pub use trial::{
     Event, ExperimentRecord, ExperimentState, Failure, FailureKind, Provenance, StepMetrics, TrialRecord,
-    TrialState,
+    TrialState, VAL_IMAGES,
 };

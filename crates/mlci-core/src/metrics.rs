@@ -19,6 +19,10 @@ pub struct EpochMetrics {
     pub train_images: usize,
     /// `train_images / seconds`.
     pub images_per_second: f64,
+    /// Validation images `val_accuracy` was measured on (its interval needs the count;
+    /// 0 when an older trainer did not say).
+    #[serde(default)]
+    pub val_images: usize,
 }
 
 /// Why training ended.

@@ -2,6 +2,8 @@
 //! are kept. The tuner depends on these, never on the adapters.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::{
     EnvironmentRecord, Event, ExperimentRecord, Failure, ModelSpec, Params, Restart, StepMetrics, TrialRecord,
@@ -13,6 +15,58 @@ pub enum Control {
     Continue,
     /// Stop now (pruned or cancelled).
     Stop,
+}
+
+/// Tells a running trial to stop from outside its step callback: set when the experiment
+/// ends (another trial met the goal) or is cancelled. Executors check it between batches or
+/// every fraction of a second, so a trial stops within seconds, mid-epoch, keeping its last
+/// checkpoint. Clones share the flag.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    own: Arc<AtomicBool>,
+    /// A flag shared by every trial of a run (the cancel flag set by SIGTERM).
+    shared: Option<Arc<AtomicBool>>,
+}
+
+impl StopSignal {
+    /// A signal that is set by [`stop`](Self::stop) or when `shared` is set.
+    pub fn new(shared: Option<Arc<AtomicBool>>) -> Self {
+        Self {
+            own: Arc::default(),
+            shared,
+        }
+    }
+
+    pub fn stop(&self) {
+        self.own.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.own.load(Ordering::SeqCst) || self.shared.as_ref().is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+}
+
+/// A dataset folder and how its images are split. Trials train on `train` and are judged
+/// on `validation`; the `test` images (a `test/` folder, or `test_split` of the training
+/// images, chosen by file name hash) are never given to a trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSplits {
+    pub dir: PathBuf,
+    /// Hold out this fraction of each class for validation when there is no `validation/`.
+    pub val_split: Option<f64>,
+    /// Hold out this fraction of each class's training images as the test split.
+    pub test_split: Option<f64>,
+}
+
+impl DataSplits {
+    /// `dir` with its own folders' splits (no fractions).
+    pub fn at(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            val_split: None,
+            test_split: None,
+        }
+    }
 }
 
 /// What one trial should run.
@@ -34,33 +88,36 @@ pub struct TrialRequest {
     pub work: TrialWork,
     /// The trial's own folder: outputs, checkpoint, log.
     pub workdir: PathBuf,
-    /// Dataset folder and validation split, for model trials.
-    pub dataset: Option<(PathBuf, Option<f64>)>,
+    /// The dataset and its splits, for model trials.
+    pub dataset: Option<DataSplits>,
     /// Threads this trial may use (the cores split between parallel trials).
     pub threads: usize,
     /// Continue from the checkpoint in `workdir` if there is one.
     pub resume: bool,
     /// Seconds before the trial is killed.
     pub timeout_seconds: Option<f64>,
+    /// Set when the trial must stop now (see [`StopSignal`]); the run then ends with
+    /// `stopped`, like a [`Control::Stop`].
+    pub stop: StopSignal,
 }
 
 impl TrialRequest {
-    /// The model spec and dataset (folder, validation split) of a model
-    /// trial; a `bad_spec` failure naming `executor` for anything else.
-    pub fn model_trial(&self, executor: &str) -> Result<(&ModelSpec, PathBuf, Option<f64>), Failure> {
+    /// The model spec and dataset of a model trial; a `bad_spec` failure naming
+    /// `executor` for anything else.
+    pub fn model_trial(&self, executor: &str) -> Result<(&ModelSpec, DataSplits), Failure> {
         let TrialWork::Model(spec) = &self.work else {
             return Err(Failure::new(
                 crate::FailureKind::BadSpec,
                 format!("the {executor} executor runs model trials only"),
             ));
         };
-        let Some((dir, val_split)) = self.dataset.clone() else {
+        let Some(data) = self.dataset.clone() else {
             return Err(Failure::new(
                 crate::FailureKind::BadSpec,
                 "no dataset given for a model trial",
             ));
         };
-        Ok((spec, dir, val_split))
+        Ok((spec, data))
     }
 }
 

@@ -137,6 +137,10 @@ pub struct ExperimentEvent {
     pub report: String,
     /// Why the experiment ended, for people.
     pub message: Option<String>,
+    /// The chosen model's accuracy on the validation images it was selected on and on
+    /// the test images never seen, each with its interval (absent when not evaluated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::Evaluation>,
 }
 
 impl ResultEvent {
@@ -238,6 +242,7 @@ mod tests {
             seconds: 1.5,
             train_images: 100,
             images_per_second: 66.7,
+            val_images: 40,
         }
     }
 
@@ -272,6 +277,7 @@ mod tests {
                 wall_seconds: 200.0,
                 report: "/tmp/report/report.html".into(),
                 message: Some("goal 0.8 met by trial 3".into()),
+                evaluation: None,
             }),
         ]
     }
@@ -298,7 +304,7 @@ mod tests {
         };
         assert_eq!(
             keys(&epoch),
-            "accuracy,epoch,epochs,event,images_per_second,loss,seconds,train_images,v,val_accuracy,val_loss"
+            "accuracy,epoch,epochs,event,images_per_second,loss,seconds,train_images,v,val_accuracy,val_images,val_loss"
         );
         assert_eq!(
             keys(&result),
@@ -334,7 +340,10 @@ mod tests {
         assert_eq!(
             parse_line(epoch),
             Ok(Some(Event::Epoch(EpochEvent {
-                metrics: metrics(),
+                metrics: EpochMetrics {
+                    val_images: 0,
+                    ..metrics()
+                },
                 epochs: 5
             })))
         );

@@ -23,11 +23,15 @@ pub struct ExperimentSummary<'a> {
     pub goal: Option<f64>,
     /// How the tuner chooses among the trials meeting the goal.
     pub prefer: Prefer,
+    /// The validation images the trials' accuracies were measured on, when they said.
+    pub val_images: Option<u64>,
     /// Every trial, by number.
     pub trials: Vec<&'a TrialRecord>,
     pub completed: usize,
     pub pruned: usize,
     pub failed: usize,
+    /// Stopped because the experiment ended while they ran.
+    pub stopped: usize,
     pub running: usize,
     pub pending: usize,
     /// The chosen trial.
@@ -57,9 +61,11 @@ impl<'a> ExperimentSummary<'a> {
             direction: objective.direction,
             goal: finite(objective.goal),
             prefer: objective.prefer,
+            val_images: sorted.iter().find_map(|t| t.val_images()),
             completed: count(TrialState::Completed),
             pruned: count(TrialState::Pruned),
             failed: count(TrialState::Failed),
+            stopped: count(TrialState::Stopped),
             running: count(TrialState::Running),
             pending: count(TrialState::Pending),
             trials: sorted,
@@ -101,9 +107,9 @@ impl<'a> ExperimentSummary<'a> {
         self.best.map(|t| t.number)
     }
 
-    /// Trials completed, pruned or failed.
+    /// Trials completed, pruned, failed or stopped.
     pub fn finished(&self) -> usize {
-        self.completed + self.pruned + self.failed
+        self.completed + self.pruned + self.failed + self.stopped
     }
 
     /// Trials pending or running.
@@ -111,12 +117,11 @@ impl<'a> ExperimentSummary<'a> {
         self.running + self.pending
     }
 
-    /// Whether `value` is finite and meets the goal (never without one).
+    /// Whether `value` is finite and meets the goal (never without one), as the tuner
+    /// judges it ([`Objective::meets_goal`]: with a confidence, the interval's lower bound
+    /// over the validation images).
     pub fn meets_goal(&self, value: Option<f64>) -> bool {
-        match (finite(value), self.goal) {
-            (Some(v), Some(g)) => self.direction.meets(v, g),
-            _ => false,
-        }
+        self.exp.spec.objective.meets_goal(value, self.val_images)
     }
 
     /// `Less` when `a` is the better value; missing or non-finite values last.
@@ -141,16 +146,22 @@ impl<'a> ExperimentSummary<'a> {
         let dir = objective.direction;
         let scored: Vec<&TrialRecord> = trials
             .iter()
-            .filter(|t| matches!(t.state, TrialState::Completed | TrialState::Pruned) && t.value.is_some())
+            .filter(|t| {
+                matches!(
+                    t.state,
+                    TrialState::Completed | TrialState::Pruned | TrialState::Stopped
+                ) && t.value.is_some()
+            })
             .collect();
         let value = |t: &TrialRecord| t.value.unwrap_or(f64::NAN);
         let best = scored
             .iter()
             .copied()
             .reduce(|a, b| if dir.better(value(b), value(a)) { b } else { a })?;
-        let meeting = scored.iter().copied().filter(|t| {
-            t.state == TrialState::Completed && objective.goal.is_some_and(|g| dir.meets(value(t), g))
-        });
+        let meeting = scored
+            .iter()
+            .copied()
+            .filter(|t| t.state == TrialState::Completed && objective.meets_goal(t.value, t.val_images()));
         let cheapest = match objective.prefer {
             Prefer::Best => None,
             Prefer::FewestParams => meeting.min_by_key(|t| (t.param_count.unwrap_or(usize::MAX), t.number)),
@@ -202,6 +213,7 @@ mod tests {
             best_trial,
             message: None,
             wall_seconds: 0.0,
+            evaluation: None,
         }
     }
 

@@ -20,15 +20,21 @@ pub struct StepMetrics {
     pub seconds: Option<f64>,
 }
 
+/// The step value that counts the validation images of `val_accuracy` (for its interval).
+pub const VAL_IMAGES: &str = "val_images";
+
 impl From<&EpochMetrics> for StepMetrics {
     fn from(m: &EpochMetrics) -> Self {
-        let values = BTreeMap::from([
+        let mut values = BTreeMap::from([
             ("loss".to_owned(), m.loss),
             ("accuracy".to_owned(), m.accuracy),
             ("val_loss".to_owned(), m.val_loss),
             ("val_accuracy".to_owned(), m.val_accuracy),
             ("images_per_second".to_owned(), m.images_per_second),
         ]);
+        if m.val_images > 0 {
+            values.insert(VAL_IMAGES.to_owned(), m.val_images as f64);
+        }
         Self {
             step: m.epoch,
             values,
@@ -48,6 +54,9 @@ pub enum TrialState {
     /// Stopped early by the pruner: a finished trial with a partial curve.
     Pruned,
     Failed,
+    /// Stopped because the experiment ended (another trial met the goal) while it ran:
+    /// a finished trial with a partial curve that nobody judged.
+    Stopped,
 }
 
 impl TrialState {
@@ -58,11 +67,15 @@ impl TrialState {
             Self::Completed => "completed",
             Self::Pruned => "pruned",
             Self::Failed => "failed",
+            Self::Stopped => "stopped",
         }
     }
 
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Completed | Self::Pruned | Self::Failed)
+        matches!(
+            self,
+            Self::Completed | Self::Pruned | Self::Failed | Self::Stopped
+        )
     }
 }
 
@@ -186,6 +199,15 @@ impl TrialRecord {
         }
     }
 
+    /// The validation images its accuracies were measured on, when its steps say.
+    pub fn val_images(&self) -> Option<u64> {
+        self.steps
+            .iter()
+            .rev()
+            .find_map(|s| s.values.get(VAL_IMAGES))
+            .map(|&n| n as u64)
+    }
+
     /// The objective's values step by step (absent steps skipped).
     pub fn curve(&self, metric: &str) -> Vec<(usize, f64)> {
         self.steps
@@ -238,6 +260,9 @@ pub struct ExperimentRecord {
     /// Wall seconds the loop has run, summed over resumes.
     #[serde(default)]
     pub wall_seconds: f64,
+    /// The chosen model measured when the experiment ended (validation and test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::Evaluation>,
 }
 
 /// Something that happened in an experiment, for its log and report.

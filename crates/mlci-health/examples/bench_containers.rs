@@ -189,10 +189,11 @@ fn main() {
         params: Default::default(),
         work: TrialWork::Model(spec.clone()),
         workdir: tmp.path().join(format!("trial-{n}")),
-        dataset: Some((data.clone(), None)),
+        dataset: Some(mlci_core::DataSplits::at(&data)),
         threads: 2,
         resume: false,
         timeout_seconds: None,
+        stop: Default::default(),
     };
     let container = ContainerExecutor::new(engine.clone(), &trainer.tag, &owner).unwrap();
     let binary = static_binary().unwrap();

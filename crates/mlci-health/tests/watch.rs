@@ -590,10 +590,11 @@ fn a_trial_cut_off_by_an_engine_outage_is_a_retryable_crash_and_its_retry_comple
         params: Default::default(),
         work: TrialWork::Model(spec.clone()),
         workdir: tmp.path().join("trial-1"),
-        dataset: Some((data.clone(), None)),
+        dataset: Some(mlci_core::DataSplits::at(&data)),
         threads: 1,
         resume,
         timeout_seconds: Some(600.0),
+        stop: Default::default(),
     };
     // The Engine goes away after the second epoch: the trial ends as a retryable crash, with its cause.
     let mut cut = false;

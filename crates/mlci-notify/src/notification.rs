@@ -154,6 +154,7 @@ impl<'a> Summary<'a> {
             TrialState::Completed => s.completed,
             TrialState::Pruned => s.pruned,
             TrialState::Failed => s.failed,
+            TrialState::Stopped => s.stopped,
         }
     }
 
@@ -200,6 +201,7 @@ impl<'a> Summary<'a> {
         for state in [
             TrialState::Completed,
             TrialState::Pruned,
+            TrialState::Stopped,
             TrialState::Failed,
             TrialState::Running,
             TrialState::Pending,
@@ -250,9 +252,32 @@ impl<'a> Summary<'a> {
             ),
             ("Objective", self.objective()),
             ("Best", self.best_line()),
+        ];
+        if let Some(e) = &self.exp.evaluation {
+            rows.push((
+                "Validation accuracy",
+                format!(
+                    "{}, 95% interval: selected on these images",
+                    e.validation.describe()
+                ),
+            ));
+            rows.push((
+                "Test accuracy",
+                e.test.as_ref().map_or_else(
+                    || e.note.clone().unwrap_or_else(|| "none".into()),
+                    |t| {
+                        format!(
+                            "{}, 95% interval: never seen by training or selection",
+                            t.describe()
+                        )
+                    },
+                ),
+            ));
+        }
+        rows.extend([
             ("Trials", self.trial_counts()),
             ("Wall time", fmt_seconds(self.exp.wall_seconds)),
-        ];
+        ]);
         if let Some(m) = self.exp.message.as_deref().filter(|m| !m.trim().is_empty()) {
             rows.push(("Note", m.to_owned()));
         }

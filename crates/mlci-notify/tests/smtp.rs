@@ -399,6 +399,7 @@ trial: { executor: subprocess, command: [./train.sh] }
         best_trial: (state == ExperimentState::Succeeded).then_some(3),
         message: Some("trial 3 met the goal".into()),
         wall_seconds: 200.0,
+        evaluation: None,
     };
     (exp, trials)
 }

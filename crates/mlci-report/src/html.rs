@@ -66,6 +66,7 @@ fn state_color(state: TrialState) -> &'static str {
     match state {
         TrialState::Completed => color::COMPLETED,
         TrialState::Pruned => color::PRUNED,
+        TrialState::Stopped => color::STOPPED,
         TrialState::Failed => color::FAILED,
         TrialState::Running => color::RUNNING,
         TrialState::Pending => color::PENDING,
@@ -175,6 +176,31 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
     if s.unfinished() > 0 {
         w!(sub, " · {} running or pending", s.unfinished());
     }
+    if let Some(e) = &s.exp.evaluation {
+        let interval = |a: &mlci_core::SplitAccuracy, seen: &str| {
+            format!(
+                "95% [{}, {}] · {} images · {seen}",
+                value(a.interval.low),
+                value(a.interval.high),
+                a.images
+            )
+        };
+        stat(
+            o,
+            "Validation accuracy",
+            value(e.validation.accuracy),
+            interval(&e.validation, "selected on"),
+        );
+        match &e.test {
+            Some(t) => stat(o, "Test accuracy", value(t.accuracy), interval(t, "never seen")),
+            None => stat(
+                o,
+                "Test accuracy",
+                "—".into(),
+                esc(e.note.as_deref().unwrap_or_default()),
+            ),
+        }
+    }
     stat(o, "Trials run", s.finished().to_string(), sub);
     let meeting = s
         .trials
@@ -188,6 +214,14 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
     };
     stat(o, "Completed", s.completed.to_string(), sub);
     stat(o, "Pruned", s.pruned.to_string(), "stopped early".into());
+    if s.stopped > 0 {
+        stat(
+            o,
+            "Stopped",
+            s.stopped.to_string(),
+            "the experiment ended first".into(),
+        );
+    }
     stat(
         o,
         "Failed",
@@ -431,7 +465,14 @@ fn notes(s: &Summary<'_>, t: &TrialRecord, is_best: bool) -> String {
                 .steps
                 .last()
                 .map_or_else(String::new, |st| format!(" at step {}", st.step));
-            parts.push(format!("stopped{at}"));
+            parts.push(format!("pruned{at}"));
+        }
+        TrialState::Stopped => {
+            let at = t
+                .steps
+                .last()
+                .map_or_else(String::new, |st| format!(" after step {}", st.step));
+            parts.push(format!("stopped{at}: the experiment ended"));
         }
         TrialState::Completed if s.goal.is_some() && !s.meets_goal(t.value) => {
             parts.push("below goal".into());

@@ -218,6 +218,16 @@ fn trial_case(s: &Summary<'_>, t: &TrialRecord) -> Case {
                 message: format!("pruned{at}{v}: stopped early by the pruner"),
             }
         }
+        TrialState::Stopped => {
+            let at = t
+                .steps
+                .last()
+                .map_or_else(String::new, |st| format!(" after step {}", st.step));
+            let v = value.map_or_else(String::new, |v| format!(" with {} {}", s.metric, num(v)));
+            Verdict::Skipped {
+                message: format!("stopped{at}{v}: the experiment ended while it ran"),
+            }
+        }
         TrialState::Running | TrialState::Pending => Verdict::Skipped {
             message: format!("not finished ({})", t.state.as_str()),
         },

@@ -66,8 +66,8 @@
 //! row, the experiment's summary:
 //!
 //! ```text
-//! best,goal,trials,completed,pruned,failed,best_trial,goal_trial,wall_minutes,trial_minutes
-//! 0.8412,0.8,12,8,3,1,7,7,14.050,41.317
+//! best,goal,trials,completed,pruned,failed,stopped,best_trial,goal_trial,wall_minutes,trial_minutes
+//! 0.8412,0.8,12,7,3,1,1,7,7,14.050,41.317
 //! ```
 //!
 //! `best` is the chosen trial's objective, `goal_trial` the first trial that
@@ -91,7 +91,7 @@
 //!     plot group: 'mlci', title: 'Trials', style: 'stackedbar',
 //!          csvFileName: 'mlci-trials.csv', yaxis: 'trials',
 //!          csvSeries: [[file: 'reports/trials.csv', inclusionFlag: 'INCLUDE_BY_STRING',
-//!                       exclusionValues: 'completed,pruned,failed', displayTableFlag: false, url: '']]
+//!                       exclusionValues: 'completed,pruned,failed,stopped', displayTableFlag: false, url: '']]
 //!     plot group: 'mlci', title: 'Time', style: 'line',
 //!          csvFileName: 'mlci-time.csv', yaxis: 'minutes',
 //!          csvSeries: [[file: 'reports/trials.csv', inclusionFlag: 'INCLUDE_BY_STRING',

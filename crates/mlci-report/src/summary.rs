@@ -50,7 +50,7 @@ impl<'a> Summary<'a> {
             }
             match t.state {
                 TrialState::Completed => 1,
-                TrialState::Pruned => 2,
+                TrialState::Pruned | TrialState::Stopped => 2,
                 TrialState::Running | TrialState::Pending => 3,
                 TrialState::Failed => 4,
             }

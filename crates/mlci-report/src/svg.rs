@@ -13,6 +13,7 @@ use crate::text::{esc, fixed};
 pub(crate) mod color {
     pub(crate) const COMPLETED: &str = "#2f6fd0";
     pub(crate) const PRUNED: &str = "#c98a12";
+    pub(crate) const STOPPED: &str = "#6e7781";
     pub(crate) const FAILED: &str = "#cf3a2f";
     pub(crate) const RUNNING: &str = "#7c4dcc";
     pub(crate) const PENDING: &str = "#8c959f";

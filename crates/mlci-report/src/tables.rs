@@ -7,13 +7,14 @@ use crate::summary::{finite, Summary};
 
 /// Columns of `trials.csv`. Labels are stable across builds and free of
 /// commas, since the Plot plugin selects series by label.
-pub(crate) const PLOT_COLUMNS: [&str; 10] = [
+pub(crate) const PLOT_COLUMNS: [&str; 11] = [
     "best",
     "goal",
     "trials",
     "completed",
     "pruned",
     "failed",
+    "stopped",
     "best_trial",
     "goal_trial",
     "wall_minutes",
@@ -56,6 +57,7 @@ pub(crate) fn plot(s: &Summary<'_>) -> String {
         s.completed.to_string(),
         s.pruned.to_string(),
         s.failed.to_string(),
+        s.stopped.to_string(),
         s.best.map_or_else(String::new, |t| t.number.to_string()),
         s.first_to_goal.map_or_else(String::new, |n| n.to_string()),
         minutes(s.exp.wall_seconds),

@@ -50,6 +50,7 @@ fn experiment(state: ExperimentState, best: Option<u32>, message: Option<&str>) 
         best_trial: best,
         message: message.map(str::to_owned),
         wall_seconds: 2704.5,
+        evaluation: None,
     }
 }
 
@@ -487,6 +488,7 @@ fn trials_csv_is_one_summary_row_for_the_plot_plugin() {
             "completed",
             "pruned",
             "failed",
+            "stopped",
             "best_trial",
             "goal_trial",
             "wall_minutes",

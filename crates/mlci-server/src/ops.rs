@@ -230,7 +230,7 @@ pub fn openapi_document() -> Value {
                         "curve_metric": {"type": "string"},
                         "trials": {"type": "array", "items": {"type": "object", "properties": {
                             "number": {"type": "integer"},
-                            "state": {"enum": ["pending", "running", "completed", "pruned", "failed"]},
+                            "state": {"enum": ["pending", "running", "completed", "pruned", "failed", "stopped"]},
                             "params": {"type": "object"}, "value": {"type": ["number", "null"]},
                             "steps": {"type": "array", "items": {"type": "object", "properties": {
                                 "step": {"type": "integer"}, "values": {"type": "object"},

@@ -211,18 +211,24 @@ impl SqliteStore {
 }
 
 /// The experiment's columns bar the id, in the order of the INSERT and UPDATE below.
-fn experiment_columns(e: &ExperimentRecord) -> Result<(String, f64, f64, f64), Fault> {
+fn experiment_columns(e: &ExperimentRecord) -> Result<(String, f64, f64, f64, Option<String>), Fault> {
     let spec = codec::to_json(&e.spec, "spec")?;
+    let evaluation = e
+        .evaluation
+        .as_ref()
+        .map(|v| codec::to_json(v, "evaluation"))
+        .transpose()?;
     Ok((
         spec,
         not_nan(e.created_at, "created_at")?,
         not_nan(e.updated_at, "updated_at")?,
         not_nan(e.wall_seconds, "wall_seconds")?,
+        evaluation,
     ))
 }
 
 const EXPERIMENT_SELECT: &str = "SELECT id, spec, state, created_at, updated_at, best_trial, message, \
-     wall_seconds FROM experiments";
+     wall_seconds, evaluation FROM experiments";
 
 fn experiment_from_row(row: &Row<'_>) -> Result<ExperimentRecord, Fault> {
     let id: String = row.get(0)?;
@@ -240,6 +246,10 @@ fn experiment_from_row(row: &Row<'_>) -> Result<ExperimentRecord, Fault> {
                 .transpose()?,
             message: row.get(6)?,
             wall_seconds: row.get(7)?,
+            evaluation: row
+                .get::<_, Option<String>>(8)?
+                .map(|v| codec::from_json(&v, "evaluation"))
+                .transpose()?,
             id: id.clone(),
         })
     };
@@ -317,10 +327,10 @@ impl Store for SqliteStore {
         self.write(
             || format!("create experiment `{}`", e.id),
             |tx| {
-                let (spec, created_at, updated_at, wall_seconds) = experiment_columns(e)?;
+                let (spec, created_at, updated_at, wall_seconds, evaluation) = experiment_columns(e)?;
                 tx.prepare_cached(
                     "INSERT INTO experiments (id, name, spec, state, created_at, updated_at, best_trial, \
-                     message, wall_seconds) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     message, wall_seconds, evaluation) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
                 .execute(params![
                     e.id,
@@ -331,7 +341,8 @@ impl Store for SqliteStore {
                     updated_at,
                     e.best_trial,
                     e.message,
-                    wall_seconds
+                    wall_seconds,
+                    evaluation
                 ])
                 .map_err(Fault::from)
                 .map_err(|f| {
@@ -350,11 +361,12 @@ impl Store for SqliteStore {
         self.write(
             || format!("update experiment `{}`", e.id),
             |tx| {
-                let (spec, created_at, updated_at, wall_seconds) = experiment_columns(e)?;
+                let (spec, created_at, updated_at, wall_seconds, evaluation) = experiment_columns(e)?;
                 let changed = tx
                     .prepare_cached(
                         "UPDATE experiments SET name = ?2, spec = ?3, state = ?4, created_at = ?5, \
-                         updated_at = ?6, best_trial = ?7, message = ?8, wall_seconds = ?9 WHERE id = ?1",
+                         updated_at = ?6, best_trial = ?7, message = ?8, wall_seconds = ?9, \
+                         evaluation = ?10 WHERE id = ?1",
                     )?
                     .execute(params![
                         e.id,
@@ -365,7 +377,8 @@ impl Store for SqliteStore {
                         updated_at,
                         e.best_trial,
                         e.message,
-                        wall_seconds
+                        wall_seconds,
+                        evaluation
                     ])?;
                 if changed == 0 {
                     return Err(Fault::Bad("no such experiment".into()));

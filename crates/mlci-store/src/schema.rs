@@ -121,6 +121,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_seq, start)
     ) STRICT, WITHOUT ROWID;
     "#,
+    // 4: the chosen model's evaluation when an experiment ends (validation and test
+    // accuracy with their intervals), as JSON.
+    r#"
+    ALTER TABLE experiments ADD COLUMN evaluation TEXT;  -- Evaluation as JSON
+    "#,
 ];
 
 /// Bring the database up to [`SCHEMA_VERSION`]; returns the version it was at.

@@ -3,7 +3,9 @@
 //!
 //! `DIR/train/<class>/*.{jpg,jpeg,png}` plus `DIR/validation/<class>/…`, or
 //! `DIR/<class>/…` with a stratified, seeded validation split. Classes are
-//! the sorted folder names. Images are decoded in parallel, resized to a
+//! the sorted folder names. A test split (`DIR/test/<class>/…` beside `train/`, or a
+//! fraction of each class's training images chosen by file-name hash) is listed apart and
+//! never decoded by [`Dataset::load`]: training and selection cannot see it. Images are decoded in parallel, resized to a
 //! square and kept as RGB bytes (HWC), so only the first epoch pays for JPEG
 //! decoding.
 
@@ -28,8 +30,23 @@ pub struct DataSource {
     /// Hold out this fraction of each class for validation when the folder
     /// has no `validation/` split of its own.
     pub val_split: Option<f64>,
+    /// Hold out this fraction of each class's training images as the test split (when the
+    /// folder has no `test/` of its own): the images whose file names hash lowest, so the
+    /// split depends on no seed and stays put when images are added.
+    pub test_split: Option<f64>,
     /// Seed of the validation split.
     pub seed: u64,
+}
+
+impl DataSource {
+    pub fn new(splits: &mlci_core::DataSplits, seed: u64) -> Self {
+        Self {
+            dir: splits.dir.clone(),
+            val_split: splits.val_split,
+            test_split: splits.test_split,
+            seed,
+        }
+    }
 }
 
 /// Decoded images of one split: `len() * size * size * 3` RGB bytes, HWC.
@@ -87,37 +104,15 @@ impl Dataset {
     pub fn load(source: &DataSource, size: usize) -> Result<Self, DataError> {
         let started = Instant::now();
         let listing = list(source)?;
-        let decode = |files: &[(PathBuf, u32)]| -> Vec<Result<Vec<u8>, String>> {
-            files
-                .par_iter()
-                .map(|(path, _)| decode_resized(path, size))
-                .collect()
-        };
         let mut skipped = Vec::new();
-        let mut keep = |files: Vec<(PathBuf, u32)>, decoded: Vec<Result<Vec<u8>, String>>| {
-            let mut set = ImageSet {
-                size,
-                ..ImageSet::default()
-            };
-            for ((path, label), result) in files.into_iter().zip(decoded) {
-                match result {
-                    Ok(bytes) => {
-                        set.pixels.extend_from_slice(&bytes);
-                        set.labels.push(label);
-                        set.paths.push(path);
-                    }
-                    Err(reason) => {
-                        tracing::warn!(path = %path.display(), %reason, "skipping unreadable image");
-                        skipped.push(Skipped { path, reason });
-                    }
-                }
-            }
-            set
-        };
-        let train_decoded = decode(&listing.train);
-        let train = keep(listing.train, train_decoded);
-        let val_decoded = decode(&listing.validation);
-        let validation = keep(listing.validation, val_decoded);
+        let train = decode_set(listing.train, size, &mut skipped);
+        let validation = decode_set(listing.validation, size, &mut skipped);
+        if !listing.test.is_empty() {
+            tracing::info!(
+                test = listing.test.len(),
+                "test images held out: never trained on nor used to choose"
+            );
+        }
 
         let counts: Vec<ClassCount> = listing
             .classes
@@ -157,6 +152,54 @@ impl Dataset {
         Ok(data)
     }
 
+    /// One split of `source` alone, decoded at `size`: the classes and the images
+    /// (unreadable files skipped with a warning). A test split that the dataset does not
+    /// have is an error naming the folder.
+    pub fn load_split(
+        source: &DataSource,
+        split: Split,
+        size: usize,
+    ) -> Result<(Vec<String>, ImageSet), DataError> {
+        let listing = list(source)?;
+        let files = match split {
+            Split::Train => listing.train,
+            Split::Validation => listing.validation,
+            Split::Test if listing.test.is_empty() => {
+                return Err(DataError::NoTestSplit {
+                    path: source.dir.clone(),
+                })
+            }
+            Split::Test => listing.test,
+        };
+        let set = decode_set(files, size, &mut Vec::new());
+        Ok((listing.classes, set))
+    }
+
+    /// Every image of a folder of class folders (`DIR/<class>/*.jpg`), decoded at `size`.
+    pub fn load_labelled(dir: &Path, size: usize) -> Result<(Vec<String>, ImageSet), DataError> {
+        if !dir.is_dir() {
+            return Err(if dir.exists() {
+                DataError::NotADir {
+                    path: dir.to_path_buf(),
+                }
+            } else {
+                DataError::Missing {
+                    path: dir.to_path_buf(),
+                }
+            });
+        }
+        let classes = class_folders(dir)?;
+        let mut files = Vec::new();
+        for (label, class) in classes.iter().enumerate() {
+            files.extend(
+                image_files(&dir.join(class))?
+                    .into_iter()
+                    .map(|p| (p, label as u32)),
+            );
+        }
+        Ok((classes, decode_set(files, size, &mut Vec::new())))
+    }
+
     /// The lines people read first: images per class and split, what was
     /// skipped, and how long decoding took.
     fn log_summary(&self) {
@@ -176,6 +219,40 @@ impl Dataset {
     }
 }
 
+/// One of a dataset's splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Validation,
+    Test,
+}
+
+/// Decode `files` at `size` on the current rayon pool; the unreadable ones go to `skipped`.
+fn decode_set(files: Vec<(PathBuf, u32)>, size: usize, skipped: &mut Vec<Skipped>) -> ImageSet {
+    let decoded: Vec<Result<Vec<u8>, String>> = files
+        .par_iter()
+        .map(|(path, _)| decode_resized(path, size))
+        .collect();
+    let mut set = ImageSet {
+        size,
+        ..ImageSet::default()
+    };
+    for ((path, label), result) in files.into_iter().zip(decoded) {
+        match result {
+            Ok(bytes) => {
+                set.pixels.extend_from_slice(&bytes);
+                set.labels.push(label);
+                set.paths.push(path);
+            }
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "skipping unreadable image");
+                skipped.push(Skipped { path, reason });
+            }
+        }
+    }
+    set
+}
+
 /// A fingerprint of the image files of `source`: their count and a SHA-256
 /// over their relative paths and sizes (`files=6000 sha256=ab12…`). Cheap
 /// (no image is read) and changes when a file is added, removed, renamed
@@ -185,7 +262,12 @@ pub fn fingerprint(source: &DataSource) -> Result<String, DataError> {
     let listing = list(source)?;
     let mut hasher = Sha256::new();
     let mut count = 0usize;
-    for (path, _) in listing.train.iter().chain(&listing.validation) {
+    for (path, _) in listing
+        .train
+        .iter()
+        .chain(&listing.validation)
+        .chain(&listing.test)
+    {
         let rel = path.strip_prefix(&source.dir).unwrap_or(path);
         let size = std::fs::metadata(path)
             .map_err(|e| DataError::Io {
@@ -226,6 +308,8 @@ struct Listing {
     class_dirs: Vec<(PathBuf, PathBuf)>,
     train: Vec<(PathBuf, u32)>,
     validation: Vec<(PathBuf, u32)>,
+    /// Held out for the final evaluation; never decoded for training.
+    test: Vec<(PathBuf, u32)>,
 }
 
 impl Listing {
@@ -235,8 +319,73 @@ impl Listing {
             class_dirs: vec![],
             train: vec![],
             validation: vec![],
+            test: vec![],
         }
     }
+
+    /// The test images of class `label`: its `test/` folder, or a fraction carved out of
+    /// `files` (the class's training images, which keep the rest).
+    fn hold_out_test(
+        &mut self,
+        files: &mut Vec<PathBuf>,
+        label: u32,
+        test: &TestSplit,
+        class_dir: &Path,
+        class: &str,
+    ) -> Result<(), DataError> {
+        let held = match test {
+            TestSplit::Carve(fraction) => carve_test(files, *fraction, class_dir, class)?,
+            TestSplit::Folder(dir) => image_files(&dir.join(class))?,
+            TestSplit::None => Vec::new(),
+        };
+        self.test.extend(held.into_iter().map(|p| (p, label)));
+        Ok(())
+    }
+}
+
+/// Where a dataset's test images come from.
+enum TestSplit {
+    None,
+    /// `DIR/test/`, beside `train/`.
+    Folder(PathBuf),
+    /// This fraction of each class's training images.
+    Carve(f64),
+}
+
+/// Take `fraction` of `files` (at least one, leaving at least two) as the test split: the
+/// files whose names hash lowest (SHA-256), so the choice needs no seed, does not depend on
+/// where the folder is, and moves only the images that are added or removed.
+fn carve_test(
+    files: &mut Vec<PathBuf>,
+    fraction: f64,
+    class_dir: &Path,
+    class: &str,
+) -> Result<Vec<PathBuf>, DataError> {
+    use sha2::{Digest, Sha256};
+    if files.len() < 3 {
+        return Err(DataError::TooFewToSplit {
+            path: class_dir.to_path_buf(),
+            class: class.to_owned(),
+            count: files.len(),
+        });
+    }
+    let mut keyed: Vec<([u8; 32], PathBuf)> = files
+        .drain(..)
+        .map(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (Sha256::digest(name.as_bytes()).into(), p)
+        })
+        .collect();
+    keyed.sort();
+    let n = keyed.len();
+    let n_test = ((n as f64 * fraction).round() as usize).clamp(1, n - 2);
+    let rest = keyed.split_off(n_test);
+    files.extend(rest.into_iter().map(|(_, p)| p));
+    files.sort();
+    Ok(keyed.into_iter().map(|(_, p)| p).collect())
 }
 
 fn list(source: &DataSource) -> Result<Listing, DataError> {
@@ -252,7 +401,30 @@ fn list(source: &DataSource) -> Result<Listing, DataError> {
             return Err(DataError::BadValSplit(split));
         }
     }
-    let (train_dir, val_dir) = (dir.join("train"), dir.join("validation"));
+    if let Some(split) = source.test_split {
+        if !(split > 0.0 && split < 1.0) {
+            return Err(DataError::BadTestSplit(split));
+        }
+    }
+    let (train_dir, val_dir, test_dir) = (dir.join("train"), dir.join("validation"), dir.join("test"));
+    let test = match (train_dir.is_dir() && test_dir.is_dir(), source.test_split) {
+        (true, Some(_)) => return Err(DataError::TwoTestSplits { path: test_dir }),
+        (true, None) => {
+            let train_classes = class_folders(&train_dir)?;
+            let test_classes = class_folders(&test_dir)?;
+            if train_classes != test_classes {
+                return Err(DataError::TestClassMismatch {
+                    train: train_dir,
+                    test: test_dir,
+                    train_classes,
+                    test_classes,
+                });
+            }
+            TestSplit::Folder(test_dir)
+        }
+        (false, Some(f)) => TestSplit::Carve(f),
+        (false, None) => TestSplit::None,
+    };
     if train_dir.is_dir() && val_dir.is_dir() {
         let classes = class_folders(&train_dir)?;
         let val_classes = class_folders(&val_dir)?;
@@ -267,9 +439,9 @@ fn list(source: &DataSource) -> Result<Listing, DataError> {
         let mut listing = Listing::new(&classes);
         for (label, class) in classes.iter().enumerate() {
             let (t, v) = (train_dir.join(class), val_dir.join(class));
-            listing
-                .train
-                .extend(image_files(&t)?.into_iter().map(|p| (p, label as u32)));
+            let mut files = image_files(&t)?;
+            listing.hold_out_test(&mut files, label as u32, &test, &t, class)?;
+            listing.train.extend(files.into_iter().map(|p| (p, label as u32)));
             listing
                 .validation
                 .extend(image_files(&v)?.into_iter().map(|p| (p, label as u32)));
@@ -294,6 +466,8 @@ fn list(source: &DataSource) -> Result<Listing, DataError> {
     for (label, class) in classes.iter().enumerate() {
         let class_dir = base.join(class);
         let mut files = image_files(&class_dir)?;
+        // The test split first, from every image of the class; validation from the rest.
+        listing.hold_out_test(&mut files, label as u32, &test, &class_dir, class)?;
         if files.len() < 2 {
             return Err(DataError::TooFewToSplit {
                 path: class_dir,

@@ -40,6 +40,22 @@ pub enum DataError {
     },
     #[error("--val-split must be in (0, 1), got {0}")]
     BadValSplit(f64),
+    #[error("--test-split (dataset.test_split) must be in (0, 1), got {0}")]
+    BadTestSplit(f64),
+    #[error(
+        "{path} is a test split of its own: leave out --test-split (dataset.test_split), or \
+         remove the folder"
+    )]
+    TwoTestSplits { path: PathBuf },
+    #[error("class folders differ: {train} has {train_classes:?} but {test} has {test_classes:?}")]
+    TestClassMismatch {
+        train: PathBuf,
+        test: PathBuf,
+        train_classes: Vec<String>,
+        test_classes: Vec<String>,
+    },
+    #[error("{path} has no test split: add DIR/test/<class>/ folders, or pass --test-split")]
+    NoTestSplit { path: PathBuf },
     #[error("class `{class}` in {path} has {count} image(s): too few to split into train and validation")]
     TooFewToSplit {
         path: PathBuf,
@@ -77,6 +93,10 @@ pub enum TrainError {
     Diverged { epoch: usize, loss: f64 },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Stopped from outside ([`Observer::should_stop`](crate::Observer::should_stop))
+    /// before its first epoch finished: there is no model yet.
+    #[error("stopped before the first epoch finished")]
+    StoppedBeforeFirstEpoch,
 }
 
 impl TrainError {

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use mlci_core::{
-    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, TrialOutput, TrialRequest,
+    Control, EpochMetrics, Executor, Failure, FailureKind, StepMetrics, StopSignal, TrialOutput, TrialRequest,
 };
 
 use crate::{train, DataSource, Dataset, Observer, TrainError, TrainOptions};
 
-type DataKey = (PathBuf, Option<u64>, usize, u64);
+type DataKey = (PathBuf, Option<u64>, Option<u64>, usize, u64);
 
 /// Runs model trials in this process.
 #[derive(Default)]
@@ -36,6 +36,7 @@ impl InProcessExecutor {
         let key = (
             source.dir.clone(),
             source.val_split.map(f64::to_bits),
+            source.test_split.map(f64::to_bits),
             size,
             source.seed,
         );
@@ -56,6 +57,8 @@ struct StepObserver<'a> {
     /// The trial timeout, checked after every epoch.
     deadline: Option<std::time::Instant>,
     timed_out: bool,
+    /// The experiment ended or was cancelled: stop between batches.
+    stop: StopSignal,
 }
 
 impl Observer for StepObserver<'_> {
@@ -67,6 +70,10 @@ impl Observer for StepObserver<'_> {
         }
         control
     }
+
+    fn should_stop(&mut self) -> bool {
+        self.stop.is_set()
+    }
 }
 
 /// Map a training error to the tuner's failure classes.
@@ -77,6 +84,7 @@ fn classify(e: TrainError) -> Failure {
         | TrainError::Data(_)
         | TrainError::Diverged { .. }
         | TrainError::Resume { .. } => FailureKind::BadSpec,
+        TrainError::StoppedBeforeFirstEpoch => FailureKind::Crashed,
         TrainError::Model { .. } | TrainError::Io { .. } | TrainError::Candle(_) => FailureKind::Crashed,
     };
     Failure::new(kind, e.to_string())
@@ -88,17 +96,13 @@ impl Executor for InProcessExecutor {
         req: &TrialRequest,
         on_step: &mut (dyn FnMut(&StepMetrics) -> Control + Send),
     ) -> Result<TrialOutput, Failure> {
-        let (spec, dir, val_split) = req.model_trial("in-process")?;
+        let (spec, splits) = req.model_trial("in-process")?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(req.threads.max(1))
             .thread_name(move |i| format!("trial-{i}"))
             .build()
             .map_err(|e| Failure::new(FailureKind::Crashed, format!("cannot start a thread pool: {e}")))?;
-        let source = DataSource {
-            dir,
-            val_split,
-            seed: spec.training.seed,
-        };
+        let source = DataSource::new(&splits, spec.training.seed);
         let opts = TrainOptions {
             out_dir: req.workdir.clone(),
             resume: req.resume,
@@ -115,6 +119,7 @@ impl Executor for InProcessExecutor {
                     on_step,
                     deadline,
                     timed_out: false,
+                    stop: req.stop.clone(),
                 };
                 let outcome = train(spec, &data, &opts, &mut observer)?;
                 Ok::<_, TrainError>((outcome, observer.timed_out))
@@ -131,6 +136,13 @@ impl Executor for InProcessExecutor {
                 ))
             }
             Ok(Ok((outcome, false))) => outcome,
+            // Stopped before any epoch finished: nothing to report, not a failure.
+            Ok(Err(TrainError::StoppedBeforeFirstEpoch)) => {
+                return Ok(TrialOutput {
+                    stopped: true,
+                    ..TrialOutput::default()
+                })
+            }
             Ok(Err(e)) => return Err(classify(e)),
             Err(panic) => {
                 let msg = panic

@@ -23,9 +23,9 @@ mod predict;
 pub mod synth;
 mod trainer;
 
-pub use data::{ClassCount, DataSource, Dataset, ImageSet, Skipped};
+pub use data::{ClassCount, DataSource, Dataset, ImageSet, Skipped, Split};
 pub use error::{DataError, TrainError};
 pub use executor::InProcessExecutor;
 pub use mlci_core::Control;
-pub use predict::{Prediction, Predictor};
+pub use predict::{Confusion, Prediction, Predictor};
 pub use trainer::{evaluate, train, Observer, Quiet, SavedModel, TrainOptions};

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::augment::to_unit;
 use crate::data::decode_resized;
+use crate::data::ImageSet;
 use crate::model::{probabilities, Cnn};
-use crate::trainer::SavedModel;
+use crate::trainer::{plain_batch, SavedModel, EVAL_BATCH};
 use crate::TrainError;
 
 /// A model loaded for inference.
@@ -85,5 +86,74 @@ impl Predictor {
             }
         }
         Ok(out)
+    }
+}
+
+/// How a model does on labelled images: counts of (true class, predicted class).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Confusion {
+    pub classes: Vec<String>,
+    /// `matrix[true][predicted]`.
+    pub matrix: Vec<Vec<u64>>,
+}
+
+impl Confusion {
+    /// Right answers out of all images.
+    pub fn accuracy(&self) -> mlci_core::Accuracy {
+        let correct = (0..self.classes.len()).map(|i| self.matrix[i][i]).sum();
+        let total = self.matrix.iter().flatten().sum();
+        mlci_core::Accuracy::new(correct, total)
+    }
+
+    /// Each class's accuracy (its recall): right answers out of its images.
+    pub fn per_class(&self) -> Vec<(String, mlci_core::Accuracy)> {
+        self.classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let row = &self.matrix[i];
+                (c.clone(), mlci_core::Accuracy::new(row[i], row.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+impl Predictor {
+    /// Classify a decoded set (at the model's input size) whose labels index `classes`
+    /// (the folder's class names, which must be the model's).
+    pub fn confusion(&self, classes: &[String], set: &ImageSet) -> Result<Confusion, TrainError> {
+        if classes != self.saved.classes.as_slice() || set.size != self.saved.input_size {
+            return Err(TrainError::Model {
+                path: PathBuf::from("model.json"),
+                reason: format!(
+                    "the model knows classes {:?} at {} px; the images are of classes {classes:?} at {} px",
+                    self.saved.classes, self.saved.input_size, set.size
+                ),
+            });
+        }
+        let n = classes.len();
+        let mut matrix = vec![vec![0u64; n]; n];
+        let mut rng = Pcg64::seed_from_u64(0); // unused: no dropout at inference
+        let mut start = 0;
+        while start < set.len() {
+            let end = (start + EVAL_BATCH).min(set.len());
+            let logits = self
+                .model
+                .forward(&plain_batch(set, start..end)?, false, &mut rng)?;
+            let probs = probabilities(&logits)?.to_vec2::<f32>()?;
+            for (p, &label) in probs.iter().zip(&set.labels[start..end]) {
+                let predicted = p
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                matrix[label as usize][predicted] += 1;
+            }
+            start = end;
+        }
+        Ok(Confusion {
+            classes: classes.to_vec(),
+            matrix,
+        })
     }
 }

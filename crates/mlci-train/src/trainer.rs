@@ -26,7 +26,7 @@ use crate::optim::Optimizer;
 use crate::TrainError;
 
 /// Batch size of validation passes (no gradients, so larger is fine).
-const EVAL_BATCH: usize = 128;
+pub(crate) const EVAL_BATCH: usize = 128;
 const CHECKPOINT_FORMAT: u32 = 1;
 
 /// Where to write and whether to continue an earlier run.
@@ -49,6 +49,12 @@ pub trait Observer {
     /// [`Control::Stop`] ends the run after this epoch as `Stopped`.
     fn epoch_done(&mut self, _metrics: &EpochMetrics) -> Control {
         Control::Continue
+    }
+    /// Asked before every batch: true ends the run now, as `Stopped`, dropping the
+    /// unfinished epoch (the checkpoint keeps the last finished one, where `resume`
+    /// continues).
+    fn should_stop(&mut self) -> bool {
+        false
     }
 }
 
@@ -172,7 +178,12 @@ pub fn train(
         let mut order: Vec<usize> = (0..n_train).collect();
         order.shuffle(&mut rng);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let mut cut = false;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if observer.should_stop() {
+                cut = true;
+                break;
+            }
             let seeds: Vec<u64> = chunk.iter().map(|_| rng.random()).collect();
             let x = train_batch(&data.train, chunk, spec, &seeds)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| data.train.labels[i]).collect();
@@ -187,6 +198,14 @@ pub fn train(
             loss_sum += loss * chunk.len() as f64;
             correct += ok;
             observer.batch_done(b + 1, loss);
+        }
+        if cut {
+            tracing::info!(
+                epoch,
+                "stopped mid-epoch; the checkpoint keeps the last finished epoch"
+            );
+            stop_reason = StopReason::Stopped;
+            break;
         }
         let (val_loss, val_accuracy) = evaluate(&model, &data.validation)?;
         if !val_loss.is_finite() {
@@ -205,6 +224,7 @@ pub fn train(
             seconds,
             train_images: n_train,
             images_per_second: n_train as f64 / seconds,
+            val_images: data.validation.len(),
         };
         history.push(metrics);
         let improved = best_epoch == 0 || {
@@ -247,6 +267,9 @@ pub fn train(
         if let Some(reason) = finished {
             stop_reason = reason;
         }
+    }
+    if history.is_empty() && stop_reason == StopReason::Stopped {
+        return Err(TrainError::StoppedBeforeFirstEpoch);
     }
     if history.is_empty() {
         return Err(TrainError::Resume {

@@ -168,6 +168,7 @@ fn spec(function_name: &str, algorithm: Algorithm, seed: u64) -> ExperimentSpec 
             direction: Direction::Minimize,
             goal: None,
             prefer: Prefer::Best,
+            confidence: None,
         },
         search_space: function(function_name).1,
         algorithm: AlgorithmSpec {

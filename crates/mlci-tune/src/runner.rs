@@ -17,8 +17,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mlci_core::{
     apply_params, Control, Event, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState,
-    Failure, FailureKind, Params, Provenance, StepMetrics, Store, StoreError, TrialRecord, TrialRequest,
-    TrialState, TrialWork,
+    Failure, FailureKind, Params, Provenance, StepMetrics, StopSignal, Store, StoreError, TrialRecord,
+    TrialRequest, TrialState, TrialWork,
 };
 
 use crate::pruner::{pruner_for, Pruner};
@@ -45,8 +45,8 @@ pub struct TuneOptions {
     pub root: PathBuf,
     /// Cores to split between parallel trials.
     pub threads: usize,
-    /// Dataset folder and validation split for model trials.
-    pub dataset: Option<(PathBuf, Option<f64>)>,
+    /// The dataset and its splits, for model trials.
+    pub dataset: Option<mlci_core::DataSplits>,
     /// Provenance shared by every trial (commit, dataset fingerprint, version).
     pub provenance: Provenance,
     /// Set to stop gracefully: running trials are told to stop and go back
@@ -104,6 +104,12 @@ pub fn substitute(command: &[String], params: &Params, trial_dir: &std::path::Pa
 const GOAL_REACHED: &str = "goal reached";
 /// The stop reason when the run is cancelled (the trial goes back to pending).
 const CANCELLED: &str = "cancelled";
+/// How the stop reason of a trial stopped because the experiment ended begins.
+const ENDED: &str = "stopped: the experiment ended";
+
+fn ended_by_goal(winner: u32) -> String {
+    format!("{ENDED} (trial {winner} met the goal)")
+}
 
 struct Shared {
     exp: ExperimentRecord,
@@ -111,6 +117,8 @@ struct Shared {
     sampler: Box<dyn Sampler>,
     /// Trial numbers being run by a worker.
     claimed: Vec<u32>,
+    /// The stop signal of each trial being run (by number).
+    signals: Vec<(u32, StopSignal)>,
     /// Set when the experiment must end: its final state and why.
     stop: Option<(ExperimentState, String)>,
     /// Failed trials (after retries).
@@ -128,6 +136,16 @@ impl Shared {
     /// Wall seconds over every run of the loop, this one included.
     fn wall_seconds(&self) -> f64 {
         self.wall_base + self.started.elapsed().as_secs_f64()
+    }
+
+    /// `winner` met the goal: every other running trial stops now (between batches),
+    /// not at its next epoch's end.
+    fn stop_others(&self, winner: u32) {
+        for (n, signal) in &self.signals {
+            if *n != winner {
+                signal.stop();
+            }
+        }
     }
 }
 
@@ -192,24 +210,18 @@ impl<'a> Tuner<'a> {
         let spec = exp.spec.clone();
         let mut trials = self.store.trials(id)?;
         let failed = trials.iter().filter(|t| t.state == TrialState::Failed).count();
-        let mut goal_trial = spec.objective.goal.and_then(|goal| {
-            trials
-                .iter()
-                .filter(|t| t.state == TrialState::Completed)
-                .find(|t| t.value.is_some_and(|v| spec.objective.direction.meets(v, goal)))
-                .map(|t| t.number)
-        });
+        let mut goal_trial = trials
+            .iter()
+            .filter(|t| t.state == TrialState::Completed)
+            .find(|t| spec.objective.meets_goal(t.value, t.val_images()))
+            .map(|t| t.number);
         let resumed = !trials.is_empty();
         for t in trials.iter_mut().filter(|t| t.state == TrialState::Running) {
             // A kill may have landed after this trial's recorded steps met the
             // goal: then it is done. Otherwise it is re-queued, to continue
             // from its checkpoint.
             t.value = objective_value(&spec, &t.steps, &Default::default());
-            let met = spec
-                .objective
-                .goal
-                .zip(t.value)
-                .is_some_and(|(g, v)| spec.objective.direction.meets(v, g));
+            let met = spec.objective.meets_goal(t.value, t.val_images());
             if met && goal_trial.is_none() {
                 t.state = TrialState::Completed;
                 goal_trial = Some(t.number);
@@ -232,6 +244,7 @@ impl<'a> Tuner<'a> {
             sampler: sampler_for(&spec),
             trials,
             claimed: Vec::new(),
+            signals: Vec::new(),
             stop,
             failed,
             started,
@@ -413,6 +426,7 @@ impl<'a> Tuner<'a> {
             threads,
             resume,
             timeout_seconds: spec.trial.timeout_seconds,
+            stop: StopSignal::new(self.options.cancel.clone()),
         })
     }
 
@@ -430,7 +444,11 @@ impl<'a> Tuner<'a> {
                 let Some((number, resume)) = self.claim(spec, &mut s, progress) else {
                     return;
                 };
-                (number, self.request(spec, &s, number, threads, resume))
+                let request = self.request(spec, &s, number, threads, resume);
+                if let Ok(r) = &request {
+                    s.signals.push((number, r.stop.clone()));
+                }
+                (number, request)
             };
             let mut pruned_by: Option<String> = None;
             let result = request.and_then(|request| {
@@ -447,6 +465,7 @@ impl<'a> Tuner<'a> {
             });
             let mut s = shared.lock().expect("tuner state");
             s.claimed.retain(|&n| n != number);
+            s.signals.retain(|(n, _)| *n != number);
             self.on_done(spec, &mut s, number, result, pruned_by, progress);
         }
     }
@@ -486,19 +505,24 @@ impl<'a> Tuner<'a> {
             return Some(CANCELLED.into());
         }
         if let Some(other) = s.goal_trial.filter(|&g| g != number) {
-            return Some(format!("stopped: trial {other} met the goal"));
+            return Some(ended_by_goal(other));
         }
         // This trial reached the goal: no need to train it further (its best
         // epoch is already checkpointed as its model).
-        let value = s.trials.iter().find(|t| t.number == number).and_then(|t| t.value);
+        let (value, images) = s
+            .trials
+            .iter()
+            .find(|t| t.number == number)
+            .map_or((None, None), |t| (t.value, t.val_images()));
         if let (Some(goal), Some(v), None) = (spec.objective.goal, value, s.goal_trial) {
-            if spec.objective.direction.meets(v, goal) {
+            if spec.objective.meets_goal(Some(v), images) {
                 s.goal_trial = Some(number);
                 let msg = format!(
                     "trial {number} met the goal at step {}: {metric} {v:.4} (goal {goal})",
                     step.step
                 );
                 self.event(s, "goal_met", Some(number), msg, progress);
+                s.stop_others(number);
                 return Some(GOAL_REACHED.into());
             }
         }
@@ -538,6 +562,18 @@ impl<'a> Tuner<'a> {
         let id = s.exp.id.clone();
         let cancelled = self.cancelled();
         let max_retries = spec.budget.max_retries as u32;
+        // Stopped by its stop signal (no step callback said why): the experiment ended
+        // or was cancelled.
+        let pruned_by = match (&result, pruned_by) {
+            (Ok(out), None) if out.stopped => Some(if cancelled {
+                CANCELLED.to_owned()
+            } else {
+                s.goal_trial
+                    .filter(|&g| g != number)
+                    .map_or_else(|| ENDED.to_owned(), ended_by_goal)
+            }),
+            (_, reason) => reason,
+        };
         let t = s
             .trials
             .iter_mut()
@@ -587,9 +623,16 @@ impl<'a> Tuner<'a> {
                 }
                 t.value = objective_value(spec, &t.steps, &out.final_values);
                 match (t.value, out.stopped, pruned_by) {
-                    (None, true, Some(reason)) => {
+                    (None, true, Some(reason)) if reason.starts_with(ENDED) => {
                         // Stopped (another trial met the goal) before it
                         // reported the objective: not a failure of its own.
+                        t.state = TrialState::Stopped;
+                        (
+                            "trial_stopped",
+                            format!("{reason}; no {} yet", spec.objective.metric),
+                        )
+                    }
+                    (None, true, Some(reason)) => {
                         t.state = TrialState::Pruned;
                         (
                             "trial_pruned",
@@ -606,6 +649,13 @@ impl<'a> Tuner<'a> {
                         t.failure = Some(f);
                         s.failed += 1;
                         ("trial_failed", msg)
+                    }
+                    (Some(v), true, Some(reason)) if reason.starts_with(ENDED) => {
+                        t.state = TrialState::Stopped;
+                        (
+                            "trial_stopped",
+                            format!("{reason}; best {} {v:.4}", spec.objective.metric),
+                        )
                     }
                     (Some(v), true, Some(reason)) if reason != GOAL_REACHED => {
                         t.state = TrialState::Pruned;
@@ -644,7 +694,10 @@ impl<'a> Tuner<'a> {
                 }
             }
         };
-        if t.state == TrialState::Completed || t.state == TrialState::Pruned {
+        if matches!(
+            t.state,
+            TrialState::Completed | TrialState::Pruned | TrialState::Stopped
+        ) {
             t.failure = None;
         }
         let record = t.clone();
@@ -665,13 +718,14 @@ impl<'a> Tuner<'a> {
         self.event(s, kind, Some(number), message, progress);
         if record.state == TrialState::Completed && s.goal_trial.is_none() {
             if let (Some(goal), Some(v)) = (spec.objective.goal, record.value) {
-                if spec.objective.direction.meets(v, goal) {
+                if spec.objective.meets_goal(Some(v), record.val_images()) {
                     s.goal_trial = Some(number);
                     let msg = format!(
                         "trial {number} met the goal: {} {v:.4} (goal {goal})",
                         spec.objective.metric
                     );
                     self.event(s, "goal_met", Some(number), msg, progress);
+                    s.stop_others(number);
                 }
             }
         }

@@ -257,6 +257,11 @@ impl Executor for SubprocessExecutor {
                     }
                 }
             }
+            if !stopped && req.stop.is_set() {
+                // The experiment ended (or was cancelled): stop now, not at the next step.
+                stopped = true;
+                terminate(&mut child);
+            }
             if let Some(limit) = timeout {
                 if !timed_out && started.elapsed() > limit {
                     timed_out = true;

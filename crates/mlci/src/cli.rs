@@ -40,6 +40,9 @@ pub(crate) enum Command {
     Train(TrainArgs),
     /// Classify images with a trained model.
     Predict(PredictArgs),
+    /// Measure a trained model on labelled images: accuracy with its 95% interval, the
+    /// confusion matrix and each class's accuracy.
+    Evaluate(EvaluateArgs),
     /// Generate a small image dataset (or use --data) and train on it: the main job on defaults.
     Demo(DemoArgs),
     /// Validate a model spec and print its layers and parameter count.
@@ -205,6 +208,10 @@ pub(crate) struct SpecArgs {
     /// Hold out this fraction of each class for validation (when DIR has no validation/ folder).
     #[arg(long, value_name = "FRACTION")]
     pub val_split: Option<f64>,
+    /// Hold out this fraction of each class's training images as a test split, never
+    /// trained on (chosen by file-name hash; when DIR has no test/ folder).
+    #[arg(long, value_name = "FRACTION")]
+    pub test_split: Option<f64>,
     #[arg(long)]
     pub epochs: Option<usize>,
     #[arg(long)]
@@ -235,6 +242,42 @@ pub(crate) struct PredictArgs {
     /// Images to classify.
     #[arg(required = true, value_name = "IMAGE")]
     pub images: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EvaluateArgs {
+    /// A training output folder (with model.json and model.safetensors), e.g. a trial's.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Labelled images: a folder of class folders (DIR/<class>/*.jpg), or a dataset
+    /// (DIR/train, DIR/validation, DIR/test) whose `--split` to use.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Which split of a dataset: test (its test/ folder, or --test-split), validation or
+    /// train. Default: test when the dataset has one, else every image of DIR's class folders.
+    #[arg(long, value_enum)]
+    pub split: Option<SplitArg>,
+    /// The dataset's test split as a fraction of each class's training images (as given to
+    /// `train` or `dataset.test_split`).
+    #[arg(long, value_name = "FRACTION")]
+    pub test_split: Option<f64>,
+    /// The dataset's validation split (as given to `train`), when it has no validation/.
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
+    /// Confidence of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A dataset split, for `evaluate --split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum SplitArg {
+    Train,
+    Validation,
+    Test,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod env;
+mod evaluate;
 mod exit;
 mod mail;
 mod progress;
@@ -113,6 +114,7 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<Exit> {
     match command {
         Command::Train(args) => cmd_train(args).map(|()| Exit::Success),
         Command::Predict(args) => cmd_predict(args).map(|()| Exit::Success),
+        Command::Evaluate(args) => evaluate::cmd_evaluate(&args).map(|()| Exit::Success),
         Command::Demo(args) => cmd_demo(args, cfg),
         Command::Inspect(args) => cmd_inspect(args).map(|()| Exit::Success),
         Command::Tune(args) => tune::cmd_tune(args, cfg),
@@ -162,13 +164,14 @@ fn build_spec(args: &SpecArgs, base: ModelSpec) -> anyhow::Result<ModelSpec> {
     Ok(spec)
 }
 
-fn load_data(dir: &Path, spec: &ModelSpec, val_split: Option<f64>) -> anyhow::Result<Dataset> {
+fn load_data(dir: &Path, spec: &ModelSpec, args: &SpecArgs) -> anyhow::Result<Dataset> {
     // Validate the spec's shapes before paying for decoding (classes are
     // checked again once known).
     spec.architecture(2)?;
     let source = DataSource {
         dir: dir.to_path_buf(),
-        val_split,
+        val_split: args.val_split,
+        test_split: args.test_split,
         seed: spec.training.seed,
     };
     tracing::info!(data = %dir.display(), input_size = spec.input_size, "loading images");
@@ -205,7 +208,7 @@ fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) 
 
 fn cmd_train(args: TrainArgs) -> anyhow::Result<()> {
     let spec = build_spec(&args.spec, ModelSpec::default())?;
-    let data = load_data(&args.data, &spec, args.spec.val_split)?;
+    let data = load_data(&args.data, &spec, &args.spec)?;
     train_and_report(&spec, &data, &args.out, args.resume)
 }
 
@@ -271,10 +274,11 @@ fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<Exit> {
             dir
         }
     };
-    let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
+    let splits = spec.dataset.take();
     spec.dataset = Some(mlci_core::DatasetSpec {
         path: data.display().to_string(),
-        val_split,
+        val_split: splits.as_ref().and_then(|d| d.val_split),
+        test_split: splits.as_ref().and_then(|d| d.test_split),
     });
     std::fs::create_dir_all(&demo_dir).with_context(|| format!("cannot create {}", demo_dir.display()))?;
     let spec_path = demo_dir.join("experiment.json");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use mlci_core::{
-    protocol, DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec, ExperimentState,
-    ExperimentSummary, Provenance, Store, TrialRecord, TrialState,
+    protocol, DataSplits, DatasetSpec, Executor, ExecutorKind, ExperimentRecord, ExperimentSpec,
+    ExperimentState, ExperimentSummary, Provenance, Store, TrialRecord, TrialState,
 };
 use mlci_store::SqliteStore;
 use mlci_train::{DataSource, InProcessExecutor};
@@ -111,10 +111,11 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
         (None, Some(path)) => {
             let mut spec = read_spec(path)?;
             if let Some(data) = &args.data {
-                let val_split = spec.dataset.as_ref().and_then(|d| d.val_split);
+                let splits = spec.dataset.take();
                 spec.dataset = Some(DatasetSpec {
                     path: data.display().to_string(),
-                    val_split,
+                    val_split: splits.as_ref().and_then(|d| d.val_split),
+                    test_split: splits.as_ref().and_then(|d| d.test_split),
                 });
             }
             let now = mlci_tune::now();
@@ -127,6 +128,7 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
                 best_trial: None,
                 message: None,
                 wall_seconds: 0.0,
+                evaluation: None,
             };
             store.create_experiment(&exp)?;
             Ok(exp)
@@ -195,7 +197,11 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
 
     let needs_data = spec.trial.executor != ExecutorKind::Subprocess;
     let dataset = match &spec.dataset {
-        Some(d) => Some((PathBuf::from(&d.path), d.val_split)),
+        Some(d) => Some(DataSplits {
+            dir: PathBuf::from(&d.path),
+            val_split: d.val_split,
+            test_split: d.test_split,
+        }),
         None if needs_data => {
             return Err(bad(
                 "the experiment has no dataset: set dataset.path in the spec or pass --data",
@@ -208,14 +214,10 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
         ..Provenance::default()
     };
     provenance.git_commit = args.git_commit.clone().or_else(crate::config::git_commit);
-    if let Some((dir, val_split)) = &dataset {
-        let source = DataSource {
-            dir: dir.clone(),
-            val_split: *val_split,
-            seed: spec.base_model().training.seed,
-        };
+    if let Some(splits) = &dataset {
+        let source = DataSource::new(splits, spec.base_model().training.seed);
         let fp = mlci_train::data::fingerprint(&source).map_err(mlci_train::TrainError::from)?;
-        tracing::info!(dataset = %dir.display(), fingerprint = %fp, "dataset");
+        tracing::info!(dataset = %splits.dir.display(), fingerprint = %fp, "dataset");
         provenance.dataset_fingerprint = Some(fp);
     }
     let root = cfg.layout().experiment_dir(&exp.id);
@@ -234,8 +236,9 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
         ExecutorKind::Container => Box::new(container_executor(&exp.id, spec.budget.parallel_trials)?),
         ExecutorKind::Swarm => Box::new(swarm_executor(&exp.id, &spec)?),
     };
-    // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop after their
-    // current epoch's checkpoint and go back to pending; `--resume` continues.
+    // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop within seconds (between
+    // batches), keeping their last epoch's checkpoint, and go back to pending; `--resume`
+    // continues.
     let cancel = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, cancel.clone()).context("cannot install the signal handler")?;
@@ -243,7 +246,7 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let options = TuneOptions {
         root: root.clone(),
         threads: cfg.threads,
-        dataset,
+        dataset: dataset.clone(),
         provenance,
         cancel: Some(cancel.clone()),
     };
@@ -267,6 +270,10 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     if exp.state == ExperimentState::Running && cancel.load(Ordering::SeqCst) {
         tracing::warn!(experiment = %exp.id, "interrupted: running trials were checkpointed; continue with `mlci tune --resume {}`", exp.id);
         return Ok(Exit::Interrupted);
+    }
+    let mut exp = exp;
+    if let Some(splits) = &dataset {
+        evaluate_chosen(&store, &mut exp, splits, &root);
     }
     let trials = store.trials(&exp.id)?;
     let events = store.events(&exp.id)?;
@@ -295,6 +302,72 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     })
 }
 
+/// Measure the chosen trial's model once the experiment has ended: on the validation
+/// images it was selected on and on the test split nobody has seen (when the dataset has
+/// one), each with its 95% Wilson interval; kept in the experiment. A model that cannot be
+/// evaluated is logged, never a reason to lose the experiment's result.
+fn evaluate_chosen(store: &SqliteStore, exp: &mut ExperimentRecord, splits: &DataSplits, root: &Path) {
+    let Some(trial) = exp.best_trial else {
+        return;
+    };
+    if exp.evaluation.as_ref().is_some_and(|e| e.trial == trial) {
+        return;
+    }
+    let seed = exp.spec.base_model().training.seed;
+    match evaluation(splits, seed, &mlci_core::trial_dir_in(root, trial), trial) {
+        Ok(e) => {
+            let test = e.test.as_ref().map_or_else(
+                || e.note.clone().unwrap_or_default(),
+                |t| format!("{} (never seen)", t.describe()),
+            );
+            tracing::info!(
+                trial,
+                "chosen model: validation accuracy {} (selected on) · test {test}",
+                e.validation.describe()
+            );
+            exp.evaluation = Some(e);
+            if let Err(e) = store.update_experiment(exp) {
+                tracing::error!("cannot record the evaluation: {e}");
+            }
+        }
+        Err(e) => tracing::error!(trial, "cannot evaluate the chosen model: {e:#}"),
+    }
+}
+
+/// The evaluation of the model in `dir` on the splits of `splits`.
+pub(crate) fn evaluation(
+    splits: &DataSplits,
+    seed: u64,
+    dir: &Path,
+    trial: u32,
+) -> anyhow::Result<mlci_core::Evaluation> {
+    use mlci_core::{SplitAccuracy, DEFAULT_CONFIDENCE};
+    use mlci_train::{DataError, Dataset, Predictor, Split};
+    let model = Predictor::load(dir)?;
+    let source = DataSource::new(splits, seed);
+    let size = model.saved.input_size;
+    let on = |split| -> anyhow::Result<Option<SplitAccuracy>> {
+        match Dataset::load_split(&source, split, size) {
+            Ok((classes, set)) => Ok(Some(SplitAccuracy::new(
+                model.confusion(&classes, &set)?.accuracy(),
+                DEFAULT_CONFIDENCE,
+            ))),
+            Err(DataError::NoTestSplit { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let validation = on(Split::Validation)?.context("the dataset has no validation images")?;
+    let test = on(Split::Test)?;
+    Ok(mlci_core::Evaluation {
+        trial,
+        note: test.is_none().then(|| {
+            "none: the dataset has no test split (add DIR/test/<class>/ or dataset.test_split)".to_owned()
+        }),
+        validation,
+        test,
+    })
+}
+
 /// The last line of `mlci tune`: the experiment's outcome as a protocol event.
 fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
     let summary = ExperimentSummary::new(exp, trials);
@@ -311,6 +384,7 @@ fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
         wall_seconds: exp.wall_seconds,
         report: report.display().to_string(),
         message: exp.message.clone(),
+        evaluation: exp.evaluation.clone(),
     }));
 }
 
@@ -325,6 +399,25 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
         exp.state.as_str(),
         exp.message.as_deref().unwrap_or("")
     ));
+    if let Some(e) = &exp.evaluation {
+        emit_plain(&format!(
+            "chosen trial {}: validation accuracy {} (95%; selected on)",
+            e.trial,
+            e.validation.describe()
+        ));
+        match &e.test {
+            Some(t) => emit_plain(&format!(
+                "chosen trial {}: test accuracy       {} (95%; never seen)",
+                e.trial,
+                t.describe()
+            )),
+            None => emit_plain(&format!(
+                "chosen trial {}: test accuracy       {}",
+                e.trial,
+                e.note.as_deref().unwrap_or("none")
+            )),
+        }
+    }
     emit_plain(&format!(
         "{:>5}  {:<10} {:>12} {:>9} {:>10}  params",
         "trial", "state", metric, "seconds", "weights"

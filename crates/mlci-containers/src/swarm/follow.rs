@@ -9,7 +9,7 @@ use bollard::models::{Task, TaskState};
 use bollard::query_parameters::{InspectContainerOptions, LogsOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
-use mlci_core::Control;
+use mlci_core::{Control, StopSignal};
 
 use super::manager::{remove_and_wait, service_task};
 use super::{Placement, ServiceOutcome, TaskEnd, POLL};
@@ -99,6 +99,7 @@ pub(super) async fn follow_service(
     service: &str,
     spec: &ContainerSpec,
     placement: &Placement,
+    stop: &StopSignal,
     log: Option<&mut std::fs::File>,
     on_start: &mut dyn FnMut(&str),
     on_line: &mut dyn FnMut(&str) -> Control,
@@ -142,6 +143,9 @@ pub(super) async fn follow_service(
                 Err(_) => {}
             },
             None => tokio::time::sleep(wait).await,
+        }
+        if stop.is_set() {
+            sink.stop_now = true;
         }
         if sink.stop_now && !sink.stopped {
             sink.stopped = true;

@@ -8,7 +8,7 @@ use bollard::models::{LocalNodeState, NetworkCreateRequest, Task};
 use bollard::query_parameters::ListTasksOptionsBuilder;
 use bollard::query_parameters::{InspectNetworkOptions, ListNodesOptions, ListServicesOptionsBuilder};
 use bollard::Docker;
-use mlci_core::Control;
+use mlci_core::{Control, StopSignal};
 
 use super::follow::follow_service;
 use super::service::service_spec;
@@ -99,12 +99,14 @@ impl Engine {
 
     /// Run `spec` as a one-replica swarm service placed by `placement`:
     /// each stdout line goes to `on_line` (a [`Control::Stop`] removes the
-    /// service), `on_start` gets the task id once it runs; wait for the task
-    /// to end, remove the service whatever happened, and say how it ended.
+    /// service, and so does `stop`, checked every poll), `on_start` gets the task id
+    /// once it runs; wait for the task to end, remove the service whatever happened,
+    /// and say how it ended.
     pub fn run_service(
         &self,
         spec: &ContainerSpec,
         placement: &Placement,
+        stop: &StopSignal,
         on_start: &mut dyn FnMut(&str),
         on_line: &mut dyn FnMut(&str) -> Control,
     ) -> Result<ServiceOutcome, ContainerError> {
@@ -133,7 +135,17 @@ impl Engine {
                 .map_err(|e| ContainerError::engine(format!("creating a service from {}", spec.image), e))?;
             let id = created.id.unwrap_or_default();
             tracing::debug!(service = short(&id), image = %spec.image, "trial service created");
-            let result = follow_service(docker, &id, &spec, placement, log.as_mut(), on_start, on_line).await;
+            let result = follow_service(
+                docker,
+                &id,
+                &spec,
+                placement,
+                stop,
+                log.as_mut(),
+                on_start,
+                on_line,
+            )
+            .await;
             // Always remove it, whatever happened; report the first error.
             let removed = delete_service(docker, &id).await;
             let outcome = result?;

@@ -286,6 +286,7 @@ impl Executor for SwarmExecutor {
             self.engine.run_service(
                 cspec,
                 &self.placement,
+                &req.stop,
                 &mut |task| tracing::info!(trial, task = short(task), "trial task running"),
                 on_line,
             )

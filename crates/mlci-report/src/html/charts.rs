@@ -125,6 +125,7 @@ fn legend_states(c: &mut Chart, s: &Summary<'_>) {
     for (st, marker) in [
         (TrialState::Completed, Marker::Dot),
         (TrialState::Pruned, Marker::Ring),
+        (TrialState::Stopped, Marker::Ring),
         (TrialState::Failed, Marker::Cross),
         (TrialState::Running, Marker::Ring),
     ] {
@@ -230,7 +231,7 @@ fn curve_chart(s: &Summary<'_>, metric: &str, objective: bool) -> Option<String>
     let best = s.best.map(|b| b.number);
     let order = |st: TrialState| match st {
         TrialState::Failed => 0,
-        TrialState::Pruned => 1,
+        TrialState::Pruned | TrialState::Stopped => 1,
         TrialState::Pending | TrialState::Running => 2,
         TrialState::Completed => 3,
     };

@@ -48,6 +48,7 @@ fn experiment(id: &str, spec: &str, state: ExperimentState, created_at: f64) -> 
         best_trial: None,
         message: None,
         wall_seconds: 0.0,
+        evaluation: None,
     }
 }
 

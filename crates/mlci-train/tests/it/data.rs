@@ -5,12 +5,13 @@ use std::path::Path;
 use mlci_core::Augmentation;
 use mlci_train::augment::{augment, to_unit};
 use mlci_train::synth::{self, SynthSpec};
-use mlci_train::{DataError, DataSource, Dataset};
+use mlci_train::{DataError, DataSource, Dataset, Split};
 
 fn source(dir: &Path, val_split: Option<f64>) -> DataSource {
     DataSource {
         dir: dir.to_path_buf(),
         val_split,
+        test_split: None,
         seed: 1,
     }
 }
@@ -212,4 +213,110 @@ fn flip_only_mirrors_rows() {
         }
     }
     assert!(saw_flip);
+}
+
+fn with_test(dir: &Path, val_split: Option<f64>, test_split: f64) -> DataSource {
+    DataSource {
+        test_split: Some(test_split),
+        ..source(dir, val_split)
+    }
+}
+
+#[test]
+fn a_test_split_is_stratified_held_out_and_never_loaded_for_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    small(tmp.path(), 20, 5);
+    let src = with_test(tmp.path(), None, 0.25);
+    let data = Dataset::load(&src, 16).unwrap();
+    let (classes, test) = Dataset::load_split(&src, Split::Test, 16).unwrap();
+    assert_eq!(classes, data.classes);
+    // 5 of each class's 20 training images; validation untouched.
+    assert_eq!(
+        (data.train.len(), data.validation.len(), test.len()),
+        (30, 10, 10)
+    );
+    for label in 0..2 {
+        assert_eq!(test.labels.iter().filter(|&&l| l == label).count(), 5);
+    }
+    for p in &test.paths {
+        assert!(
+            !data.train.paths.contains(p) && !data.validation.paths.contains(p),
+            "{p:?}"
+        );
+        assert!(
+            p.starts_with(tmp.path().join("train")),
+            "carved from the training images: {p:?}"
+        );
+    }
+    // No seed decides it: another training seed holds out the same images.
+    let reseeded = DataSource {
+        seed: 77,
+        ..src.clone()
+    };
+    assert_eq!(
+        Dataset::load_split(&reseeded, Split::Test, 16).unwrap().1.paths,
+        test.paths
+    );
+    // Adding images moves none of the held-out ones to training.
+    let extra = tmp.path().join("train/vertical/zz-added.png");
+    std::fs::copy(&test.paths[0], &extra).unwrap();
+    let (_, after) = Dataset::load_split(&src, Split::Test, 16).unwrap();
+    let kept = test.paths.iter().filter(|p| after.paths.contains(p)).count();
+    assert!(kept >= test.len() - 1, "{kept} of {} kept", test.len());
+}
+
+#[test]
+fn with_val_split_the_test_images_are_carved_first_and_the_three_are_disjoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    small(tmp.path(), 20, 0);
+    let src = with_test(&tmp.path().join("train"), Some(0.25), 0.2);
+    let data = Dataset::load(&src, 16).unwrap();
+    let (_, test) = Dataset::load_split(&src, Split::Test, 16).unwrap();
+    assert_eq!((data.train.len(), data.validation.len(), test.len()), (24, 8, 8));
+    let mut all: Vec<_> = data
+        .train
+        .paths
+        .iter()
+        .chain(&data.validation.paths)
+        .chain(&test.paths)
+        .collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 40);
+}
+
+#[test]
+fn a_test_folder_is_the_test_split_and_must_match_the_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    small(tmp.path(), 6, 3);
+    let other = tempfile::tempdir().unwrap();
+    small(other.path(), 4, 0);
+    std::fs::rename(other.path().join("train"), tmp.path().join("test")).unwrap();
+    let src = source(tmp.path(), None);
+    let data = Dataset::load(&src, 16).unwrap();
+    assert_eq!((data.train.len(), data.validation.len()), (12, 6));
+    let (_, test) = Dataset::load_split(&src, Split::Test, 16).unwrap();
+    assert_eq!(test.len(), 8);
+    assert!(test.paths.iter().all(|p| p.starts_with(tmp.path().join("test"))));
+    // A test folder and a carved split at once: which is meant?
+    let err = Dataset::load(&with_test(tmp.path(), None, 0.2), 16).unwrap_err();
+    assert!(matches!(err, DataError::TwoTestSplits { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&tmp.path().join("test").display().to_string()),
+        "{err}"
+    );
+    std::fs::create_dir(tmp.path().join("test/diagonal")).unwrap();
+    let err = Dataset::load(&src, 16).unwrap_err();
+    assert!(err.to_string().contains("diagonal"), "{err}");
+}
+
+#[test]
+fn no_test_split_and_bad_fractions_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    small(tmp.path(), 4, 2);
+    let err = Dataset::load_split(&source(tmp.path(), None), Split::Test, 16).unwrap_err();
+    assert!(matches!(err, DataError::NoTestSplit { .. }), "{err}");
+    let err = Dataset::load(&with_test(tmp.path(), None, 1.5), 16).unwrap_err();
+    assert!(err.to_string().contains("--test-split"), "{err}");
 }

@@ -35,6 +35,7 @@ fn dataset(dir: &Path, per_class: usize, size: u32) -> Dataset {
         &DataSource {
             dir: dir.to_path_buf(),
             val_split: None,
+            test_split: None,
             seed: 0,
         },
         size as usize,
@@ -279,10 +280,11 @@ fn the_in_process_executor_reports_epochs_and_honours_the_timeout() {
         params: Default::default(),
         work: TrialWork::Model(small_spec(3)),
         workdir: tmp.path().join(out),
-        dataset: Some((dir.clone(), None)),
+        dataset: Some(mlci_core::DataSplits::at(&dir)),
         threads: 1,
         resume: false,
         timeout_seconds: timeout,
+        stop: Default::default(),
     };
     let executor = mlci_train::InProcessExecutor::new();
     let mut seen = Vec::new();

@@ -187,7 +187,9 @@ impl Sampler for GrowSampler {
                 continue;
             }
             let value = match t.state {
-                TrialState::Completed | TrialState::Pruned => t.value.filter(|v| v.is_finite()),
+                TrialState::Completed | TrialState::Pruned | TrialState::Stopped => {
+                    t.value.filter(|v| v.is_finite())
+                }
                 _ => None,
             };
             match value {

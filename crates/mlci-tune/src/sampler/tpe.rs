@@ -105,7 +105,7 @@ impl TpeSampler {
         let mut pruned: Vec<&TrialRecord> = finished
             .iter()
             .copied()
-            .filter(|t| t.state == TrialState::Pruned)
+            .filter(|t| matches!(t.state, TrialState::Pruned | TrialState::Stopped))
             .collect();
         complete.sort_by(|a, b| value(a).total_cmp(&value(b)).then(a.number.cmp(&b.number)));
         pruned.sort_by(|a, b| {
@@ -172,8 +172,10 @@ impl Sampler for TpeSampler {
             .iter()
             .copied()
             .filter(|t| {
-                matches!(t.state, TrialState::Completed | TrialState::Pruned)
-                    && t.value.is_some_and(f64::is_finite)
+                matches!(
+                    t.state,
+                    TrialState::Completed | TrialState::Pruned | TrialState::Stopped
+                ) && t.value.is_some_and(f64::is_finite)
             })
             .collect();
         if finished.len() < self.n_startup.max(1) {

@@ -51,6 +51,10 @@ pub(crate) struct TuneResult {
     pub(crate) policy: crate::config::PolicySection,
     /// what the policy lowered (`clamp`)
     pub(crate) lowered: Vec<String>,
+    /// the chosen model's accuracy on the validation images it was selected on and on the
+    /// test images never seen, each with its 95% interval (absent when not evaluated)
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub(crate) evaluation: Option<mlci_core::Evaluation>,
 }
 
 impl MlciSteps {
@@ -145,6 +149,7 @@ impl MlciSteps {
             commit: ws.commit.sha,
             policy: self.cfg.server.policy.clone(),
             lowered,
+            evaluation: exp.evaluation.clone(),
         };
         Ok(StepOutput::new(&result, outcome))
     }

@@ -45,6 +45,9 @@ dataset: {{ path: "{}" }}
     path
 }
 
+/// A goal no accuracy reaches: the experiment spends its budget and exits 3, every time.
+const UNREACHABLE_GOAL: (&str, &str) = ("goal: 0.99", "goal: 1.5");
+
 pub(crate) fn show(dir: &Path, id: &str) -> Value {
     let o = run(mlci(dir).args(["experiments", "show", id, "--json"]));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -62,19 +65,15 @@ fn every_algorithm_tunes_real_training_and_writes_reports_and_mail() {
         ("grow", "  training.epochs: { type: int, min: 1, max: 4 }"),
     ];
     for (algorithm, space) in cases {
-        let spec = experiment(tmp.path(), &data, algorithm, space, &[]);
+        let spec = experiment(tmp.path(), &data, algorithm, space, &[UNREACHABLE_GOAL]);
         let reports = tmp.path().join(format!("reports-{algorithm}"));
         let o = run(mlci(tmp.path())
             .arg("tune")
             .arg(&spec)
             .arg("--report-dir")
             .arg(&reports));
-        // Goal 0.99 on a tiny budget: spent without it (3), or met (0).
-        assert!(
-            matches!(o.status.code(), Some(0 | 3)),
-            "{algorithm}: {}",
-            stderr(&o)
-        );
+        // A goal no accuracy reaches: the budget is spent without it, exit 3.
+        assert_eq!(o.status.code(), Some(3), "{algorithm}: {}", stderr(&o));
         let result = &events(&o, "experiment")[0];
         let id = result["id"].as_str().unwrap();
         let shown = show(tmp.path(), id);
@@ -113,7 +112,8 @@ fn every_algorithm_tunes_real_training_and_writes_reports_and_mail() {
         for f in ["report.html", "report.css", "junit.xml", "trials.csv"] {
             assert!(reports.join(f).is_file(), "{algorithm}: {f} missing");
         }
-        assert_eq!(result["met"], o.status.code() == Some(0));
+        assert_eq!(result["met"], false);
+        assert_eq!(result["state"], "budget_exhausted");
     }
     let outbox: Vec<_> = std::fs::read_dir(tmp.path().join("outbox")).unwrap().collect();
     assert_eq!(outbox.len(), 4, "one result mail per experiment in the outbox");
@@ -167,12 +167,18 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
     let tmp = tempfile::tempdir().unwrap();
     let data = generated(tmp.path(), 150);
     let space = "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }\n  filters: { type: categorical, values: [8, 16] }";
-    let spec = experiment(tmp.path(), &data, "tpe", space, &[("epochs: 4", "epochs: 5")]);
+    let spec = experiment(
+        tmp.path(),
+        &data,
+        "tpe",
+        space,
+        &[("epochs: 4", "epochs: 5"), UNREACHABLE_GOAL],
+    );
 
     // The uninterrupted run, in its own data folder.
     let whole_dir = tmp.path().join("whole");
     let o = run(mlci(&whole_dir).arg("tune").arg(&spec).arg("--no-mail"));
-    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let whole_id = events(&o, "experiment")[0]["id"].as_str().unwrap().to_owned();
     let whole = show(&whole_dir, &whole_id);
 
@@ -203,7 +209,7 @@ fn sigkill_mid_trial_then_resume_loses_and_repeats_no_trial() {
     );
 
     let o = run(mlci(&dir).arg("tune").arg(&spec).arg("--resume").arg("--no-mail"));
-    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let log = stderr(&o);
     assert!(
         log.contains("resuming from checkpoint"),
@@ -238,7 +244,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
         &data,
         "random",
         space,
-        &[("max_trials: 3", "max_trials: 2")],
+        &[("max_trials: 3", "max_trials: 2"), UNREACHABLE_GOAL],
     );
     let mut child = mlci(tmp.path())
         .arg("tune")
@@ -279,7 +285,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
     assert!(epochs_before >= 1);
 
     let o = run(mlci(tmp.path()).args(["tune", "--no-mail", "--resume", &id]));
-    assert!(matches!(o.status.code(), Some(0 | 3)), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let shown = show(tmp.path(), &id);
     let t1 = &shown["trials"][0];
     assert_eq!(t1["state"], "completed");
@@ -357,4 +363,178 @@ fn a_container_experiment_reaches_its_goal_on_generated_images() {
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "containers left behind");
+}
+
+#[test]
+fn the_goal_ends_the_experiment_within_seconds_while_another_trial_is_mid_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 200);
+    // Two trials at once on one core each: 16-pixel inputs meet the goal in an epoch of a
+    // fraction of a second, while 224-pixel inputs take many seconds an epoch.
+    let spec = experiment(
+        tmp.path(),
+        &data,
+        "grid",
+        "  input_size: { type: categorical, values: [16, 224] }",
+        &[
+            ("goal: 0.99", "goal: 0.7"),
+            (
+                "max_trials: 3, parallel_trials: 1",
+                "max_trials: 2, parallel_trials: 2",
+            ),
+        ],
+    );
+    let o = run(mlci(tmp.path()).args(["tune", "--no-mail"]).arg(&spec));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = events(&o, "experiment")[0]["id"].as_str().unwrap().to_owned();
+    let shown = show(tmp.path(), &id);
+    let trial = |size: u64| {
+        shown["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["params"]["input_size"] == size)
+            .unwrap()
+            .clone()
+    };
+    let (fast, slow) = (trial(16), trial(224));
+    assert_eq!(fast["state"], "completed", "{fast}");
+    assert_eq!(slow["state"], "stopped", "{slow}");
+    let log = stderr(&o);
+    assert!(
+        log.contains("stopped mid-epoch"),
+        "the slow trial was stopped between batches, not at its epoch's end: {log}"
+    );
+    let at = |kind: &str| {
+        shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event"))["at"]
+            .as_f64()
+            .unwrap()
+    };
+    let waited = at("experiment_succeeded") - at("goal_met");
+    assert!(
+        waited < 5.0,
+        "the experiment ended {waited:.1} s after the goal was met"
+    );
+    // The stopped trial's epochs (if any finished) are in its curve; the cut one is not.
+    let epochs = slow["steps"].as_array().unwrap().len();
+    assert!(epochs < 4, "{slow}");
+}
+
+#[test]
+fn the_chosen_model_is_evaluated_on_a_test_split_it_never_saw_and_evaluate_agrees() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 150);
+    let spec = experiment(
+        tmp.path(),
+        &data,
+        "random",
+        "  training.learning_rate: { type: float, min: 0.0005, max: 0.005, log: true }",
+        &[
+            UNREACHABLE_GOAL,
+            ("max_trials: 3", "max_trials: 2"),
+            ("dataset: { path:", "dataset: { test_split: 0.2, path:"),
+        ],
+    );
+    let reports = tmp.path().join("reports");
+    let o = run(mlci(tmp.path())
+        .arg("tune")
+        .arg(&spec)
+        .arg("--report-dir")
+        .arg(&reports));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let result = &events(&o, "experiment")[0];
+    let e = &result["evaluation"];
+    let best = result["best_trial"].as_u64().unwrap();
+    assert_eq!(e["trial"], best, "{result}");
+    // 50 validation images a class; 30 of each class's 150 training images held out.
+    assert_eq!(e["validation"]["images"], 100, "{e}");
+    assert_eq!(e["test"]["images"], 60, "{e}");
+    for split in ["validation", "test"] {
+        let a = &e[split];
+        let (acc, low, high) = (
+            a["accuracy"].as_f64().unwrap(),
+            a["interval"]["low"].as_f64().unwrap(),
+            a["interval"]["high"].as_f64().unwrap(),
+        );
+        assert!(low < acc && acc < high || acc == 1.0, "{split}: {a}");
+        assert_eq!(a["interval"]["confidence"], 0.95);
+    }
+    // The validation figure is the one the tuner chose by.
+    let value = result["best_value"].as_f64().unwrap();
+    assert!(
+        (e["validation"]["accuracy"].as_f64().unwrap() - value).abs() < 1e-9,
+        "{e} vs {value}"
+    );
+
+    // `mlci evaluate` on the same model and split says the same.
+    let id = result["id"].as_str().unwrap();
+    let shown = show(tmp.path(), id);
+    let dir = shown["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["number"] == best)
+        .unwrap()["artifacts"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let o = run(mlci(tmp.path())
+        .args([
+            "evaluate",
+            "--json",
+            "--test-split",
+            "0.2",
+            "--model",
+            &dir,
+            "--data",
+        ])
+        .arg(&data));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let evaluated: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(evaluated["split"], "test");
+    assert_eq!(evaluated["images"], e["test"]["images"]);
+    assert_eq!(evaluated["correct"], e["test"]["correct"]);
+    assert_eq!(evaluated["interval"], e["test"]["interval"]);
+    let confusion: u64 = evaluated["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()))
+        .sum();
+    assert_eq!(confusion, 60);
+    assert_eq!(evaluated["per_class"].as_array().unwrap().len(), 2);
+    let text = run(mlci(tmp.path())
+        .args(["evaluate", "--split", "validation", "--model", &dir, "--data"])
+        .arg(&data));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(
+        text.contains("95% interval") && text.contains("confusion"),
+        "{text}"
+    );
+
+    // Every view labels the two figures for what they are.
+    let o = run(mlci(tmp.path()).args(["experiments", "show", id]));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        table.contains("selected on") && table.contains("never seen"),
+        "{table}"
+    );
+    let html = std::fs::read_to_string(reports.join("report.html")).unwrap();
+    assert!(
+        html.contains("Test accuracy") && html.contains("never seen"),
+        "report"
+    );
+    let mail: String = std::fs::read_dir(tmp.path().join("outbox"))
+        .unwrap()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        mail.contains("Test accuracy") && mail.contains("never seen"),
+        "{mail}"
+    );
 }
