@@ -77,7 +77,10 @@ fn classify(e: TrainError) -> Failure {
         | TrainError::Data(_)
         | TrainError::Diverged { .. }
         | TrainError::Resume { .. } => FailureKind::BadSpec,
-        TrainError::Model { .. } | TrainError::Io { .. } | TrainError::Candle(_) => FailureKind::Crashed,
+        TrainError::Model { .. }
+        | TrainError::Image { .. }
+        | TrainError::Io { .. }
+        | TrainError::Candle(_) => FailureKind::Crashed,
     };
     Failure::new(kind, e.to_string())
 }
