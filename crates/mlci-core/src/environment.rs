@@ -179,6 +179,9 @@ pub enum EnvironmentState {
     Completed,
     /// Relaunched too often in a row: the watcher gave up. `mlci env up` again to retry.
     CrashLoop,
+    /// Its command exited 2, bad input (a spec, a flag, a checkpoint made with another
+    /// spec): no relaunch can fix that, so none is made. `mlci env up` again after the fix.
+    Failed,
 }
 
 impl EnvironmentState {
@@ -188,13 +191,20 @@ impl EnvironmentState {
             Self::Waiting => "waiting",
             Self::Completed => "completed",
             Self::CrashLoop => "crash_loop",
+            Self::Failed => "failed",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Running, Self::Waiting, Self::Completed, Self::CrashLoop]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Running,
+            Self::Waiting,
+            Self::Completed,
+            Self::CrashLoop,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 

@@ -57,7 +57,10 @@ pub struct Objective {
     pub metric: String,
     #[serde(default)]
     pub direction: Direction,
-    /// Stop as soon as a trial reaches this value. `null` to run the whole budget.
+    /// Stop as soon as a trial reaches this value. `null` (or, for any objective but
+    /// the default `val_accuracy`/`maximize`, left out): no goal, an optimisation that
+    /// runs the whole budget and ends successfully when it is spent. Left out for the
+    /// default objective: 0.80 (resolved by [`ExperimentSpec::from_yaml`]).
     #[serde(default = "defaults::goal")]
     pub goal: Option<f64>,
     #[serde(default)]
@@ -145,8 +148,10 @@ impl Default for AlgorithmSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "rule", rename_all = "lowercase", deny_unknown_fields)]
 pub enum PrunerSpec {
-    /// Stop a trial whose best value so far is worse than the median of
-    /// other trials at the same epoch.
+    /// Stop a trial whose best value so far is worse than the median of the
+    /// other trials' best values up to the same epoch (every trial that reached
+    /// it: completed, pruned or running; not Optuna's `MedianPruner`, see
+    /// `mlci_tune::pruner::MedianPruner`).
     Median {
         #[serde(default = "defaults::one")]
         warmup_epochs: usize,
@@ -418,7 +423,18 @@ mod defaults {
 impl ExperimentSpec {
     /// Parse YAML (a superset of JSON); unknown fields are errors naming them.
     pub fn from_yaml(text: &str) -> Result<Self, SpecError> {
-        let spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::parse(e.to_string()))?;
+        let mut spec: Self = serde_norway::from_str(text).map_err(|e| SpecError::parse(e.to_string()))?;
+        // The default goal belongs to the default objective only: `goal` left out of
+        // another objective means no goal (serde cannot tell "left out" from the default).
+        let goal_given = serde_norway::from_str::<serde_norway::Value>(text)
+            .ok()
+            .and_then(|v| v.get("objective").map(|o| o.get("goal").is_some()))
+            .unwrap_or(false);
+        let default_objective =
+            spec.objective.metric == defaults::metric() && spec.objective.direction == Direction::Maximize;
+        if !goal_given && !default_objective {
+            spec.objective.goal = None;
+        }
         spec.validate()?;
         Ok(spec)
     }

@@ -114,7 +114,7 @@ pub struct TrainingConfig {
     /// Decoupled weight decay (AdamW) or L2 penalty (SGD, RMSprop, Adam).
     #[serde(default)]
     pub weight_decay: f64,
-    /// Momentum for SGD and RMSprop.
+    /// Momentum of SGD (heavy ball); Adam, AdamW and RMSprop ignore it.
     #[serde(default = "defaults::momentum")]
     pub momentum: f64,
     #[serde(default = "defaults::batch_size")]
@@ -297,8 +297,13 @@ impl Architecture {
 }
 
 impl ModelSpec {
-    /// Parse a spec from JSON; unknown fields and wrong types are errors.
+    /// Parse a spec from JSON; unknown fields, wrong types and an array where an
+    /// object belongs (serde would read `[]` as a struct of defaults) are errors.
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| SpecError::parse(e.to_string()))?;
+        objects_where_structs_belong(&value)?;
+        // From the text again, so a parse error keeps its line and column.
         serde_json::from_str(text).map_err(|e| SpecError::parse(e.to_string()))
     }
 
@@ -495,4 +500,52 @@ fn check_range(field: &str, value: usize, min: usize, max: usize) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// Every struct of a model spec is a JSON object: the spec itself, `augmentation`,
+/// `training`, `training.early_stopping` and each of `conv_blocks[]` and `dense[]`.
+/// serde also reads a struct from an array of its fields in order, so `[]` would be
+/// the all-default spec; that shape is refused here, naming the field.
+fn objects_where_structs_belong(spec: &serde_json::Value) -> Result<(), SpecError> {
+    use serde_json::Value;
+    let object = |field: &str, v: &Value| match v {
+        Value::Object(_) => Ok(()),
+        other => Err(SpecError::new(
+            field,
+            format!("must be a JSON object, got {}", kind(other)),
+        )),
+    };
+    let Value::Object(top) = spec else {
+        return object("(spec)", spec);
+    };
+    for field in ["augmentation", "training"] {
+        if let Some(v) = top.get(field) {
+            object(field, v)?;
+        }
+    }
+    if let Some(v) = top.get("training").and_then(|t| t.get("early_stopping")) {
+        if !v.is_null() {
+            object("training.early_stopping", v)?;
+        }
+    }
+    for field in ["conv_blocks", "dense"] {
+        if let Some(Value::Array(items)) = top.get(field) {
+            for (i, v) in items.iter().enumerate() {
+                object(&format!("{field}[{i}]"), v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

@@ -25,14 +25,16 @@ pub enum Action {
     },
     /// Crash loop: not relaunched any more.
     GaveUp,
+    /// Its command exited 2 (bad input): final, never relaunched.
+    BadInput,
     /// Could not look or relaunch (Engine unreachable, image gone, …).
     Failed(String),
 }
 
 impl Finding {
-    /// True when the environment is left unhealed (a crash loop or a failure).
+    /// True when the environment is left unhealed (a crash loop, bad input or a failure).
     pub fn unhealed(&self) -> bool {
-        matches!(self.action, Action::GaveUp | Action::Failed(_))
+        matches!(self.action, Action::GaveUp | Action::BadInput | Action::Failed(_))
     }
 }
 
@@ -50,6 +52,10 @@ impl std::fmt::Display for Finding {
             }
             Action::Waiting { until } => write!(f, " -> relaunch in {:.1} s (back-off)", until - now()),
             Action::GaveUp => write!(f, " -> crash loop: gave up (run `mlci env up` again to retry)"),
+            Action::BadInput => write!(
+                f,
+                " -> bad input: not relaunched, no relaunch can fix it (fix it, then run `mlci env up` again)"
+            ),
             Action::Failed(why) => write!(f, " -> NOT HEALED: {why}"),
         }
     }

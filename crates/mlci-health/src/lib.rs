@@ -13,7 +13,9 @@
 //!
 //! Relaunches in a row back off exponentially (the first is immediate) and
 //! stop at a crash-loop limit, after which the environment is reported, not
-//! retried; a container that ran for `stable_after` resets the count. Every
+//! retried; a container that ran for `stable_after` resets the count. An exit
+//! 2 (bad input, [`BAD_INPUT_EXIT`]) is final at once: recorded and reported,
+//! never relaunched, since the same input would fail the same way. Every
 //! decision is a [`Restart`] in the store's history, and a dead container's
 //! log is saved before it is removed.
 //!
@@ -59,6 +61,10 @@ pub enum HealthError {
     #[error("environment {name}: {message}")]
     Invalid { name: String, message: String },
 }
+
+/// The exit code of bad input (mlci's exit table; also argparse's and most CLIs' usage
+/// error): the same command would fail the same way, so it is never relaunched.
+pub const BAD_INPUT_EXIT: i64 = 2;
 
 /// The container name of an environment.
 pub fn container_name(env: &str) -> String {
@@ -217,6 +223,10 @@ impl Health {
                 let why = record.message.clone().unwrap_or_else(|| "crash loop".into());
                 return Ok(finding(why, Action::GaveUp));
             }
+            EnvironmentState::Failed => {
+                let why = record.message.clone().unwrap_or_else(|| "bad input".into());
+                return Ok(finding(why, Action::BadInput));
+            }
             EnvironmentState::Waiting => {
                 let until = record.next_attempt_at.unwrap_or(0.0);
                 let observed = record.message.clone().unwrap_or_else(|| "dead".into());
@@ -247,6 +257,13 @@ impl Health {
                 if done && record.spec.restart == RestartPolicy::OnFailure {
                     let observed = format!("completed (exited {code})");
                     return Ok(finding(observed, self.complete(&mut record, s)?));
+                }
+                if code == BAD_INPUT_EXIT && !s.oom_killed {
+                    let observed = describe_exit(s);
+                    return Ok(finding(
+                        observed.clone(),
+                        self.bad_input(&mut record, s, &observed)?,
+                    ));
                 }
                 (describe_exit(s), Some(code))
             }
@@ -284,6 +301,37 @@ impl Health {
         self.store.put_environment(record)?;
         tracing::info!(environment = %name, "completed");
         Ok(Action::None)
+    }
+
+    /// Its command exited with bad input: record it (state `failed`, a history entry
+    /// `not_relaunched`) and keep its log; no relaunch.
+    fn bad_input(
+        &self,
+        record: &mut EnvironmentRecord,
+        status: &ContainerStatus,
+        observed: &str,
+    ) -> Result<Action, HealthError> {
+        let name = record.spec.name.clone();
+        self.retire(&name, &status.id)?;
+        let t = now();
+        let message = format!("{observed}: not relaunched (the same input fails the same way)");
+        record.state = EnvironmentState::Failed;
+        record.message = Some(message.clone());
+        record.next_attempt_at = None;
+        record.updated_at = t;
+        self.store.put_environment(record)?;
+        self.store.add_restart(&Restart {
+            environment: name.clone(),
+            at: t,
+            reason: observed.to_owned(),
+            exit_code: status.exit_code,
+            old_container: Some(status.id.clone()),
+            new_container: None,
+            backoff_seconds: 0.0,
+            action: "not_relaunched".into(),
+        })?;
+        tracing::error!(environment = %name, "{message}");
+        Ok(Action::BadInput)
     }
 
     /// Record a death and relaunch now, later (back-off) or never (crash loop).

@@ -627,3 +627,65 @@ fn a_trial_cut_off_by_an_engine_outage_is_a_retryable_crash_and_its_retry_comple
         "containers left behind"
     );
 }
+
+#[test]
+fn a_bad_input_exit_is_final_recorded_and_reported_never_relaunched() {
+    let Some(engine) = engine() else { return };
+    let image = shell_image(&engine, "health-bad-input");
+    let fx = fixture(&engine, "health-bad-input", quick_policy());
+    fx.health
+        .up(sh_env(
+            &image,
+            "badspec",
+            "echo 'cannot resume: another spec' >&2; exit 2",
+        ))
+        .unwrap();
+    let watcher = Watcher::start(&fx.health);
+    wait_for("the bad input to be recorded", Duration::from_secs(30), || {
+        fx.store.environment("badspec").unwrap().unwrap().state == EnvironmentState::Failed
+    });
+    // Longer than the whole back-off series: a relaunch would have happened by now.
+    std::thread::sleep(Duration::from_secs(1));
+    let seen = watcher.stop();
+    let history = fx.store.restarts("badspec").unwrap();
+    let actions: Vec<&str> = history.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["not_relaunched"], "{history:?}");
+    assert_eq!(history[0].exit_code, Some(2));
+    assert_eq!(history[0].reason, "exited 2 (bad input)");
+    assert!(history[0].new_container.is_none());
+    assert!(
+        seen.iter().any(|s| s.contains("bad input: not relaunched")),
+        "{seen:?}"
+    );
+    let record = fx.store.environment("badspec").unwrap().unwrap();
+    assert_eq!((record.total_restarts, record.consecutive_restarts), (0, 0));
+    assert!(
+        engine.leftovers(&fx.owner).unwrap().is_empty(),
+        "its container was removed"
+    );
+    // A check reports it, unhealed, and does nothing more.
+    for _ in 0..2 {
+        let findings = fx.health.reconcile().unwrap();
+        assert_eq!(findings.len(), 1);
+        assert!(
+            findings[0].unhealed() && findings[0].action == Action::BadInput,
+            "{findings:?}"
+        );
+        assert!(
+            findings[0].to_string().contains("exited 2 (bad input)"),
+            "{}",
+            findings[0]
+        );
+    }
+    assert_eq!(fx.store.restarts("badspec").unwrap().len(), 1);
+    // Its log was kept.
+    let saved: Vec<_> = std::fs::read_dir(fx.logs.join("badspec")).unwrap().collect();
+    let text = std::fs::read_to_string(saved[0].as_ref().unwrap().path()).unwrap();
+    assert!(text.contains("another spec"), "{text}");
+    // `up` again (after the fix) starts it afresh.
+    let r = fx
+        .health
+        .up(sh_env(&image, "badspec", "exec /bin/sleep 1000"))
+        .unwrap();
+    assert_eq!(r.state, EnvironmentState::Running);
+}

@@ -42,6 +42,57 @@ pub fn default_db_path(data_dir: &Path) -> PathBuf {
     data_dir.join(DB_FILE_NAME)
 }
 
+/// The first 16 bytes of every SQLite 3 database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// A path that cannot be mlci's database: a folder, or a file that is not an SQLite
+/// database (SQLite would take a file too short for its header as empty and write over
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotADatabase {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for NotADatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "database {}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for NotADatabase {}
+
+/// Check that `path` can be opened as the database without losing anything: it does not
+/// exist yet, is empty, or is an SQLite database. A folder or a file with other content
+/// is refused, naming it; it is never written.
+pub fn check_database_path(path: &Path) -> Result<(), NotADatabase> {
+    use std::io::Read;
+    let refuse = |reason: String| NotADatabase {
+        path: path.to_owned(),
+        reason,
+    };
+    let Ok(meta) = std::fs::metadata(path) else {
+        // Absent (created on open), or unreadable: opening it says why.
+        return Ok(());
+    };
+    if meta.is_dir() {
+        return Err(refuse("is a folder, not a database file".into()));
+    }
+    if meta.len() == 0 {
+        return Ok(());
+    }
+    let mut header = Vec::with_capacity(16);
+    let read = std::fs::File::open(path).and_then(|f| f.take(16).read_to_end(&mut header));
+    match read {
+        Ok(_) if header == SQLITE_HEADER => Ok(()),
+        Ok(_) => Err(refuse(format!(
+            "is not an SQLite database ({} bytes of something else); refusing to overwrite it",
+            meta.len()
+        ))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// A [`Store`] in one SQLite file. `Send + Sync`: calls from several threads
 /// are serialised on the one connection.
 pub struct SqliteStore {
@@ -108,8 +159,9 @@ impl Fault {
 impl SqliteStore {
     /// Open (or create) the database at `path`, creating its parent folders,
     /// and bring its schema up to date. A database written by a newer mlci is
-    /// refused.
+    /// refused, and so is a path that is not a database ([`check_database_path`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        check_database_path(path).map_err(|e| StoreError(format!("open {e}")))?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError(format!(

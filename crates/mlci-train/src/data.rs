@@ -550,3 +550,23 @@ fn image_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         })
         .collect())
 }
+
+/// Check `source` as [`Dataset::load`] would, without decoding an image: its layout, and
+/// that every class has image files in both splits. (A class whose files are all
+/// unreadable is found only by decoding.)
+pub fn check(source: &DataSource) -> Result<(), DataError> {
+    let listing = list(source)?;
+    for (label, (class, (train_dir, val_dir))) in listing.classes.iter().zip(&listing.class_dirs).enumerate()
+    {
+        for (files, dir) in [(&listing.train, train_dir), (&listing.validation, val_dir)] {
+            if !files.iter().any(|(_, l)| *l as usize == label) {
+                return Err(DataError::EmptyClass {
+                    path: dir.clone(),
+                    class: class.clone(),
+                    skipped: String::new(),
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -83,6 +83,9 @@ pub enum TrainError {
     /// A saved model that cannot be loaded for prediction.
     #[error("cannot load model from {path}: {reason}")]
     Model { path: PathBuf, reason: String },
+    /// An image given to classify that cannot be read or decoded.
+    #[error("cannot read image {path}: {reason}")]
+    Image { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
     Io {
         path: PathBuf,
@@ -104,7 +107,7 @@ impl TrainError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            Self::Data(_) | Self::Spec(_) | Self::Resume { .. } | Self::Model { .. }
+            Self::Data(_) | Self::Spec(_) | Self::Resume { .. } | Self::Model { .. } | Self::Image { .. }
         )
     }
 

@@ -85,7 +85,10 @@ fn classify(e: TrainError) -> Failure {
         | TrainError::Diverged { .. }
         | TrainError::Resume { .. } => FailureKind::BadSpec,
         TrainError::StoppedBeforeFirstEpoch => FailureKind::Crashed,
-        TrainError::Model { .. } | TrainError::Io { .. } | TrainError::Candle(_) => FailureKind::Crashed,
+        TrainError::Model { .. }
+        | TrainError::Image { .. }
+        | TrainError::Io { .. }
+        | TrainError::Candle(_) => FailureKind::Crashed,
     };
     Failure::new(kind, e.to_string())
 }

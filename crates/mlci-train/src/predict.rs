@@ -62,9 +62,9 @@ impl Predictor {
         for chunk in paths.chunks(64) {
             let mut buf = vec![0f32; chunk.len() * s * s * 3];
             for (path, dst) in chunk.iter().zip(buf.chunks_mut(s * s * 3)) {
-                let bytes = decode_resized(path, s).map_err(|reason| TrainError::Model {
+                let bytes = decode_resized(path, s).map_err(|reason| TrainError::Image {
                     path: path.clone(),
-                    reason: format!("cannot read image: {reason}"),
+                    reason,
                 })?;
                 to_unit(&bytes, dst);
             }

@@ -47,10 +47,19 @@ fn best_until(curve: &[(usize, f64)], step: usize, direction: Direction) -> Opti
         .reduce(|a, b| if direction.better(b, a) { b } else { a })
 }
 
-/// The median stopping rule (Optuna's `MedianPruner`): once the trial is past
+/// A median stopping rule over best-so-far values: once the trial is past
 /// `warmup_epochs` steps and at least `min_trials` other trials reported the
 /// same step, stop it if its best value so far is worse than the median of
 /// those trials' best values up to that step.
+///
+/// Not Optuna's `MedianPruner`, which takes the median of the other trials'
+/// values *at* that step, over completed trials only, and waits for
+/// `n_startup_trials` of them. Here every other trial that reached the step
+/// counts, whether it completed, was pruned or is still running, and its best
+/// value so far stands for it: a trial that peaked early keeps its peak. Best
+/// values raise the bar over values at the step; counting pruned and running
+/// trials (often weaker ones) can lower it; and the rule can act as soon as
+/// `min_trials` parallel trials are under way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MedianPruner {
     pub warmup_epochs: usize,

@@ -133,7 +133,8 @@ pub(crate) struct EnvUpArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum HealthCommand {
     /// One reconcile: print what was found and done. Exit 1 if something
-    /// could not be healed (a crash loop, an unreachable Engine), for a Jenkins cron job.
+    /// could not be healed (a crash loop, a command that exited 2 with bad input, an
+    /// unreachable Engine), for a Jenkins cron job.
     Check {
         #[arg(long)]
         json: bool,

@@ -110,7 +110,7 @@ fn is_static(path: &Path) -> bool {
 }
 
 fn health(cfg: &Config) -> anyhow::Result<Health> {
-    health_with(cfg, Arc::new(SqliteStore::open(&cfg.db)?))
+    health_with(cfg, Arc::new(crate::open_store(&cfg.db)?))
 }
 
 /// The health watcher for this configuration (Engine, policy, owner, log folder) over `store`.
@@ -406,6 +406,7 @@ fn finding_json(f: &Finding) -> serde_json::Value {
         ),
         Action::Waiting { until } => ("waiting", serde_json::json!({"until": until})),
         Action::GaveUp => ("gave_up", serde_json::Value::Null),
+        Action::BadInput => ("bad_input", serde_json::Value::Null),
         Action::Failed(why) => ("failed", serde_json::json!({"error": why})),
     };
     serde_json::json!({

@@ -72,6 +72,14 @@ pub(crate) fn bad(msg: impl Into<String>) -> anyhow::Error {
     BadInput(msg.into()).into()
 }
 
+/// The database at `db`: a folder or a file that is not an SQLite database is bad input
+/// (exit 2, naming it), never overwritten.
+pub(crate) fn open_store(db: &Path) -> anyhow::Result<mlci_store::SqliteStore> {
+    mlci_store::check_database_path(db)
+        .map_err(|e| bad(format!("{e} (--db, MLCI_DB or `db` in the config)")))?;
+    Ok(mlci_store::SqliteStore::open(db)?)
+}
+
 /// Keep freed memory for reuse instead of returning it to the OS at once:
 /// every training step frees and reallocates the same large buffers, and
 /// handing them back costs a page fault and a page clear per 4 KiB
@@ -131,7 +139,10 @@ fn build_spec(args: &SpecArgs, base: ModelSpec) -> anyhow::Result<ModelSpec> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| bad(format!("cannot read spec {}: {e}", path.display())))?;
-            ModelSpec::from_json(&text).map_err(|e| bad(format!("{}: {}", path.display(), e.message)))?
+            ModelSpec::from_json(&text).map_err(|e| match e.field.as_str() {
+                "(spec)" => bad(format!("{}: {}", path.display(), e.message)),
+                field => bad(format!("{}: {field}: {}", path.display(), e.message)),
+            })?
         }
         None => base,
     };
@@ -208,6 +219,12 @@ fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) 
 
 fn cmd_train(args: TrainArgs) -> anyhow::Result<()> {
     let spec = build_spec(&args.spec, ModelSpec::default())?;
+    if args.out.exists() && !args.out.is_dir() {
+        return Err(bad(format!(
+            "--out {} is a file: give a folder for the run's outputs",
+            args.out.display()
+        )));
+    }
     let data = load_data(&args.data, &spec, &args.spec)?;
     train_and_report(&spec, &data, &args.out, args.resume)
 }

@@ -20,7 +20,7 @@ use crate::exit::Exit;
 use crate::{bad, emit_plain};
 
 fn open_store(cfg: &Config) -> anyhow::Result<SqliteStore> {
-    Ok(SqliteStore::open(&cfg.db)?)
+    crate::open_store(&cfg.db)
 }
 
 /// A new experiment id: the spec's name (slugged) and a short unique suffix.
@@ -55,6 +55,33 @@ fn read_spec(path: &Path) -> anyhow::Result<ExperimentSpec> {
     let text =
         std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     ExperimentSpec::from_yaml(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+}
+
+/// What a new experiment needs of its dataset, checked before it is created (exit 2,
+/// nothing stored): one to train on, in mlci's layout, every class with images.
+fn check_dataset(spec: &ExperimentSpec) -> anyhow::Result<()> {
+    let needs_data = spec.trial.executor != ExecutorKind::Subprocess;
+    let Some(d) = &spec.dataset else {
+        if needs_data {
+            return Err(bad(
+                "the experiment has no dataset: set dataset.path in the spec or pass --data",
+            ));
+        }
+        return Ok(());
+    };
+    let source = DataSource {
+        dir: PathBuf::from(&d.path),
+        val_split: d.val_split,
+        test_split: d.test_split,
+        seed: spec.base_model().training.seed,
+    };
+    let checked = if needs_data {
+        mlci_train::data::check(&source)
+    } else {
+        // A command reads the data its own way; only what the fingerprint lists is needed.
+        mlci_train::data::fingerprint(&source).map(drop)
+    };
+    checked.map_err(|e| bad(e.to_string()))
 }
 
 /// Resolve the experiment to run: a new one from a spec, or one to resume.
@@ -118,6 +145,7 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
                     test_split: splits.as_ref().and_then(|d| d.test_split),
                 });
             }
+            check_dataset(&spec)?;
             let now = mlci_tune::now();
             let exp = ExperimentRecord {
                 id: new_id(&spec.name),
@@ -297,6 +325,8 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     emit_result(&exp, &trials, &files.html);
     Ok(match exp.state {
         ExperimentState::Succeeded => Exit::Success,
+        // Without a goal the experiment is an optimisation: a spent budget is its end.
+        ExperimentState::BudgetExhausted if exp.spec.objective.goal.is_none() => Exit::Success,
         ExperimentState::BudgetExhausted => Exit::GoalNotMet,
         ExperimentState::Failed | ExperimentState::Running => Exit::Failure,
     })

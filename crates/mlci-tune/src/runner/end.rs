@@ -51,7 +51,7 @@ impl Tuner<'_> {
                 .objective
                 .goal
                 .map(|g| format!(" without reaching the goal {g}"))
-                .unwrap_or_default();
+                .unwrap_or_else(|| " (no goal: the optimisation is done)".into());
             (
                 ExperimentState::BudgetExhausted,
                 format!("{why}{goal}; {best_text}"),

@@ -29,6 +29,7 @@ pub(crate) struct HealthCheckResult {
     pub(crate) checked: usize,
     /// environments not healed
     pub(crate) unhealed: usize,
+    /// one per environment: `environment`, `observed`, `unhealed`, `text`
     pub(crate) findings: Vec<Finding>,
 }
 

@@ -23,7 +23,6 @@ use anyhow::Context;
 use mlci_core::{EnvironmentStore, RunStore};
 use mlci_scm::{RepoSpec, Scm};
 use mlci_server::{Gauge, Secret, Server, ServerConfig, WebhookConfig, WebhookRepository};
-use mlci_store::SqliteStore;
 
 use crate::cli::ServeArgs;
 use crate::config::{env, Config};
@@ -32,7 +31,7 @@ use poll::PollLoop;
 use steps::MlciSteps;
 
 pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
-    let store = Arc::new(SqliteStore::open(&cfg.db)?);
+    let store = Arc::new(crate::open_store(&cfg.db)?);
     let scm = Arc::new(Scm::new(cfg.layout().scm_dir()).with_secrets(crate::config::secret_resolver()));
     let repos = MlciSteps::load_repos(cfg)?;
     let poll_repos: Vec<RepoSpec> = cfg
@@ -163,7 +162,7 @@ fn health_gauges(store: &dyn EnvironmentStore) -> Vec<Gauge> {
         labels: vec![],
         value: envs.iter().map(|e| f64::from(e.total_restarts)).sum(),
     }];
-    for state in ["running", "waiting", "completed", "crash_loop"] {
+    for state in ["running", "waiting", "completed", "crash_loop", "failed"] {
         gauges.push(Gauge {
             name: "mlci_environments".into(),
             help: "Registered environments by state".into(),

@@ -24,9 +24,11 @@ struct TunedRun {
 /// What `notify` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct NotifyResult {
+    /// the experiment the mail is about
     pub(crate) experiment_id: String,
     /// `smtp` or `outbox`
     pub(crate) delivery: &'static str,
+    /// the recipients
     pub(crate) to: Vec<String>,
     /// whether the experiment met its goal
     pub(crate) met: bool,

@@ -43,7 +43,9 @@ impl PipelineParams {
 /// What `pipeline` gives back: each stage's result.
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct PipelineResult {
+    /// the `scm-sync` result
     pub(crate) scm: ScmSyncResult,
+    /// the `tune` result
     pub(crate) tune: serde_json::Value,
 }
 

@@ -19,7 +19,7 @@ pub(crate) struct ProvisionParams {
     pub(crate) repository: String,
     /// commit sha (default: the branch head)
     pub(crate) commit: Option<Commit>,
-    /// dataset folder on the mlci host
+    /// dataset folder on the mlci host (accepted for the classic job's parameters and unused: provision starts no environment)
     pub(crate) data: Option<PathBuf>,
 }
 
@@ -30,8 +30,11 @@ pub(crate) struct ProvisionResult {
     pub(crate) kind: String,
     /// the file the kind was recognised by
     pub(crate) file: PathBuf,
+    /// the image that runs the kind (on the Engine, never pulled)
     pub(crate) image: String,
+    /// that image's id (`sha256:…`)
     pub(crate) image_digest: String,
+    /// the command that trains the model in that image
     pub(crate) command: Vec<String>,
 }
 

@@ -45,16 +45,21 @@ impl ScmSyncParams {
 /// What `scm-sync` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct ScmSyncResult {
+    /// the repository's name
     pub(crate) repository: String,
     /// the full sha checked out
     pub(crate) commit: String,
     /// the branch head fetched
     pub(crate) head: String,
+    /// the checkout on the mlci host
     pub(crate) workspace: PathBuf,
     /// the model kind detected (`cnn/mlci`, …), null when none was recognised
     pub(crate) kind: Option<String>,
+    /// the file the kind was recognised by, in the workspace
     pub(crate) model_file: Option<PathBuf>,
+    /// the commit's subject line
     pub(crate) summary: String,
+    /// the commit's author
     pub(crate) author: String,
 }
 

@@ -448,8 +448,7 @@ impl Steps for MlciSteps {
 pub(crate) fn docs_table() -> String {
     use mlci_server::StepSet;
 
-    fn fields<T: JsonSchema>() -> String {
-        let schema = mlci_server::params_schema::<T>();
+    fn fields(schema: &serde_json::Value) -> String {
         let names: Vec<String> = schema
             .get("properties")
             .and_then(serde_json::Value::as_object)
@@ -461,16 +460,7 @@ pub(crate) fn docs_table() -> String {
             names.join(", ")
         }
     }
-    let result = |step: &str| match step {
-        "scm-sync" => fields::<super::scm_sync::ScmSyncResult>(),
-        "provision" => fields::<super::provision::ProvisionResult>(),
-        "train" => fields::<super::train::TrainResult>(),
-        "tune" => fields::<super::tune::TuneResult>(),
-        "notify" => fields::<super::notify::NotifyResult>(),
-        "health-check" => fields::<super::health_check::HealthCheckResult>(),
-        "pipeline" => fields::<super::pipeline::PipelineResult>(),
-        _ => "`{}`".to_owned(),
-    };
+    let result = |step: &str| result_schema(step).map_or_else(|| "`{}`".to_owned(), |s| fields(&s));
     let mut out = String::from("| step | parameters | result |\n|---|---|---|\n");
     for step in Step::names() {
         let params: Vec<String> = Step::definitions(step)
@@ -493,6 +483,80 @@ pub(crate) fn docs_table() -> String {
             params.join(", ")
         };
         out.push_str(&format!("| `{step}` | {params} | {} |\n", result(step)));
+    }
+    out
+}
+
+/// The JSON Schema of a step's typed result (`None`: the step returns `{}`).
+#[cfg(test)]
+fn result_schema(step: &str) -> Option<serde_json::Value> {
+    use mlci_server::params_schema as schema;
+    Some(match step {
+        "scm-sync" => schema::<super::scm_sync::ScmSyncResult>(),
+        "provision" => schema::<super::provision::ProvisionResult>(),
+        "train" => schema::<super::train::TrainResult>(),
+        "tune" => schema::<super::tune::TuneResult>(),
+        "notify" => schema::<super::notify::NotifyResult>(),
+        "health-check" => schema::<super::health_check::HealthCheckResult>(),
+        "pipeline" => schema::<super::pipeline::PipelineResult>(),
+        _ => return None,
+    })
+}
+
+/// The "Step results" table of `docs/step-api.md`: every field of every step's result,
+/// its JSON type and meaning (the field's doc comment), from the result structs' JSON
+/// Schemas (a test keeps the document equal to it, and every field described).
+#[cfg(test)]
+pub(crate) fn results_table() -> String {
+    use mlci_server::StepSet;
+    use serde_json::Value;
+
+    /// `string`, `integer or null`, `array of string`, `object`, `any`.
+    fn json_type(property: &Value) -> String {
+        if property.get("$ref").is_some() {
+            return "object".to_owned();
+        }
+        let types: Vec<String> = match property.get("type") {
+            Some(Value::String(t)) => vec![t.clone()],
+            Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => match property.get("anyOf").and_then(Value::as_array) {
+                Some(alternatives) => alternatives.iter().map(json_type).collect(),
+                None => vec!["any".to_owned()],
+            },
+        };
+        types
+            .into_iter()
+            .map(|t| match (t.as_str(), property.get("items")) {
+                ("array", Some(items)) => format!("array of {}", json_type(items)),
+                _ => t,
+            })
+            .collect::<Vec<_>>()
+            .join(" or ")
+    }
+    let mut out = String::from("| step | result field | type | meaning |\n|---|---|---|---|\n");
+    for step in Step::names() {
+        let schema = result_schema(step);
+        let properties = schema
+            .as_ref()
+            .and_then(|s| s.get("properties"))
+            .and_then(Value::as_object);
+        let Some(properties) = properties.filter(|p| !p.is_empty()) else {
+            out.push_str(&format!("| `{step}` | none | | `{{}}` |\n"));
+            continue;
+        };
+        for (name, property) in properties {
+            let meaning = property
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            out.push_str(&format!(
+                "| `{step}` | `{name}` | {} | {meaning} |\n",
+                json_type(property)
+            ));
+        }
     }
     out
 }
@@ -566,26 +630,48 @@ mod tests {
         assert!(Step::definitions("health-check").is_empty());
     }
 
-    /// `docs/step-api.md`'s table is the generated one (`MLCI_UPDATE_DOCS=1` rewrites it).
+    /// `docs/step-api.md`'s tables (parameters, results) are the generated ones
+    /// (`MLCI_UPDATE_DOCS=1` rewrites them).
     #[test]
     fn the_step_api_document_lists_the_steps_as_the_code_has_them() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/step-api.md");
-        let doc = std::fs::read_to_string(&path).unwrap();
-        let start = doc
-            .find("| step | parameters | result |")
-            .expect("the table's header");
-        let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
-        let table = docs_table();
+        let mut doc = std::fs::read_to_string(&path).unwrap();
         #[allow(clippy::disallowed_methods)]
         let update = std::env::var_os("MLCI_UPDATE_DOCS").is_some();
-        if update {
-            std::fs::write(&path, format!("{}{table}{}", &doc[..start], &doc[end..])).unwrap();
-        } else {
-            assert_eq!(
-                &doc[start..end],
-                table,
-                "docs/step-api.md's step table is stale: run with MLCI_UPDATE_DOCS=1"
-            );
+        for (header, table) in [
+            ("| step | parameters | result |", docs_table()),
+            ("| step | result field | type | meaning |", results_table()),
+        ] {
+            let start = doc.find(header).unwrap_or_else(|| panic!("the table `{header}`"));
+            let end = doc[start..].find("\n\n").map_or(doc.len(), |n| start + n + 1);
+            if update {
+                doc = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            } else {
+                assert_eq!(
+                    &doc[start..end],
+                    table,
+                    "docs/step-api.md's table `{header}` is stale: run with MLCI_UPDATE_DOCS=1"
+                );
+            }
         }
+        if update {
+            std::fs::write(&path, doc).unwrap();
+        }
+    }
+
+    /// Every field of every step's result says what it is (its doc comment), so the
+    /// document's results table means something.
+    #[test]
+    fn every_result_field_is_described() {
+        let table = results_table();
+        let undescribed: Vec<&str> = table
+            .lines()
+            .skip(2)
+            .filter(|row| row.ends_with("|  |"))
+            .collect();
+        assert!(
+            undescribed.is_empty(),
+            "result fields without a doc comment: {undescribed:?}"
+        );
     }
 }

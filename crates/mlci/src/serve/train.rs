@@ -38,11 +38,15 @@ pub(crate) struct TrainParams {
 pub(crate) struct TrainResult {
     /// the best validation accuracy
     pub(crate) accuracy: f64,
+    /// the goal it was held to
     pub(crate) goal: f64,
     /// whether `accuracy` reached `goal`
     pub(crate) met: bool,
+    /// the epoch of the best validation accuracy (its weights are the model)
     pub(crate) best_epoch: usize,
+    /// the model's trainable parameters
     pub(crate) param_count: usize,
+    /// seconds the training took
     pub(crate) seconds: f64,
 }
 

@@ -31,18 +31,24 @@ pub(crate) struct TuneParams {
 /// What `tune` gives back.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub(crate) struct TuneResult {
+    /// the experiment (`mlci experiments show`)
     pub(crate) experiment_id: String,
-    /// whether the goal was met
+    /// whether the goal was met (false without a goal)
     pub(crate) met: bool,
     /// the best trial's value of the objective
     pub(crate) accuracy: Option<f64>,
+    /// the objective's metric
     pub(crate) metric: String,
+    /// the objective's goal; null: none (an optimisation, `success` when its budget is spent)
     pub(crate) goal: Option<f64>,
     /// how many trials ran
     pub(crate) trials: usize,
+    /// the chosen trial's number
     pub(crate) best_trial: Option<u32>,
+    /// the chosen trial's parameters
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub(crate) best_params: Option<mlci_core::Params>,
+    /// the experiment's state: `succeeded`, `budget_exhausted`, `failed`
     #[schemars(with = "String")]
     pub(crate) state: mlci_core::ExperimentState,
     /// the commit tuned

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `mlci` binary: exit codes, the output contract,
 //! kill-and-resume with a real SIGKILL, predict, and the demo.
 
+mod exits;
 mod health;
 mod pipeline;
 mod security;
