@@ -140,7 +140,7 @@ pub struct ExperimentEvent {
     /// The chosen model's accuracy on the validation images it was selected on and on
     /// the test images never seen, each with its interval (absent when not evaluated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluation: Option<crate::Evaluation>,
+    pub evaluation: Option<Box<crate::Evaluation>>,
 }
 
 impl ResultEvent {

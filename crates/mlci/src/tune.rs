@@ -414,7 +414,7 @@ fn emit_result(exp: &ExperimentRecord, trials: &[TrialRecord], report: &Path) {
         wall_seconds: exp.wall_seconds,
         report: report.display().to_string(),
         message: exp.message.clone(),
-        evaluation: exp.evaluation.clone(),
+        evaluation: exp.evaluation.clone().map(Box::new),
     }));
 }
 

@@ -94,12 +94,18 @@ impl LogSink<'_> {
     }
 }
 
+/// What steers a followed service besides its spec: how long it may wait to be placed,
+/// and the signal that stops it.
+pub(super) struct Steering<'a> {
+    pub(super) placement: &'a Placement,
+    pub(super) stop: &'a StopSignal,
+}
+
 pub(super) async fn follow_service(
     docker: &Docker,
     service: &str,
     spec: &ContainerSpec,
-    placement: &Placement,
-    stop: &StopSignal,
+    Steering { placement, stop }: Steering<'_>,
     log: Option<&mut std::fs::File>,
     on_start: &mut dyn FnMut(&str),
     on_line: &mut dyn FnMut(&str) -> Control,

@@ -10,7 +10,7 @@ use bollard::query_parameters::{InspectNetworkOptions, ListNodesOptions, ListSer
 use bollard::Docker;
 use mlci_core::{Control, StopSignal};
 
-use super::follow::follow_service;
+use super::follow::{follow_service, Steering};
 use super::service::service_spec;
 use super::{Placement, ServiceOutcome, SwarmNode, ISOLATED_NETWORK, POLL};
 use crate::engine::short;
@@ -139,8 +139,7 @@ impl Engine {
                 docker,
                 &id,
                 &spec,
-                placement,
-                stop,
+                Steering { placement, stop },
                 log.as_mut(),
                 on_start,
                 on_line,

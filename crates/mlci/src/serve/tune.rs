@@ -155,7 +155,7 @@ impl MlciSteps {
             commit: ws.commit.sha,
             policy: self.cfg.server.policy.clone(),
             lowered,
-            evaluation: exp.evaluation.clone(),
+            evaluation: exp.evaluation.as_deref().cloned(),
         };
         Ok(StepOutput::new(&result, outcome))
     }
