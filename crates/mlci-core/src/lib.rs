@@ -31,7 +31,8 @@ pub use environment::{
 pub use error::SpecError;
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
-    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
+    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, StartupDesign, SwarmSpec,
+    TrialTemplate,
 };
 pub use layout::{trial_dir_in, DataLayout};
 pub use markup::escape_markup;
