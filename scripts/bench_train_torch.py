@@ -3,11 +3,22 @@
 
 Subcommands:
   train   train the benchmark CNN with PyTorch on CPU; prints one JSON line per
-          epoch on stdout (same fields as mlci's "epoch" events), progress on stderr
+          epoch on stdout (same fields as mlci's "epoch" events), progress on stderr.
+          What it does, like mlci: in epoch 1, decode every training and
+          validation JPEG on --threads threads (a thread pool; PIL open, RGB,
+          bilinear resize to 64x64, as mlci's image crate with its triangle
+          filter), cache them in memory; each epoch, one training pass
+          (batch 32, shuffled, Adam) and one validation pass (batch 128, as
+          mlci's evaluation, under torch.inference_mode()). Compute on
+          torch.set_num_threads(--threads), one inter-op thread. --variant:
+          eager-nchw (default NCHW tensors), eager-cl (channels_last model and
+          batches), compile-cl (eager-cl under torch.compile, default mode; the
+          compilation falls in epoch 1; if it fails, one "unavailable" event
+          with the reason instead of epochs).
   list    print the image files a run uses ("split/class/file", one a line)
   watch   follow a growing JSON-lines log of a running process, print progress,
           optionally stop the process once val_accuracy reaches a target
-  report  print the comparison table from an mlci log and a PyTorch log
+  report  print the comparison table from an mlci log and PyTorch logs
 
 Only `train` needs torch; the other subcommands use the standard library only.
 """
@@ -23,6 +34,7 @@ SPLITS = ("train", "validation")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 INPUT_SIZE = 64
 BATCH_SIZE = 32
+VAL_BATCH_SIZE = 128  # mlci's evaluation batch (EVAL_BATCH in mlci-train)
 LEARNING_RATE = 1e-3
 
 
@@ -64,6 +76,34 @@ def cmd_list(args):
 
 # ---------------------------------------------------------------- training
 
+VARIANTS = {
+    # name: (memory format, torch.compile)
+    "eager-nchw": ("nchw", False),
+    "eager-cl": ("channels_last", False),
+    "compile-cl": ("channels_last", True),
+}
+
+
+def decode_all(items, threads):
+    """(uint8 array [n, 64, 64, 3] of the decoded, RGB-converted, bilinearly
+    resized images, float32 labels [n, 1]), decoded on `threads` threads
+    (PIL releases the GIL while it decodes and resizes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    from PIL import Image
+
+    def one(path):
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        pixels = list(pool.map(one, [p for p, _ in items], chunksize=16))
+    x = np.stack(pixels) if pixels else np.empty((0, INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
+    y = np.array([[float(label)] for _, label in items], dtype=np.float32).reshape(-1, 1)
+    return x, y
+
 
 def cmd_train(args):
     # Thread settings must precede any parallel work in torch.
@@ -72,25 +112,11 @@ def cmd_train(args):
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
 
-    import numpy as np
-    from PIL import Image
     from torch import nn
 
+    layout, compiled = VARIANTS[args.variant]
+    channels_last = layout == "channels_last"
     torch.manual_seed(args.seed)
-
-    def decode(items):
-        n = len(items)
-        x = torch.empty((n, 3, INPUT_SIZE, INPUT_SIZE), dtype=torch.float32)
-        y = torch.empty((n, 1), dtype=torch.float32)
-        for i, (path, label) in enumerate(items):
-            with Image.open(path) as im:
-                im = im.convert("RGB").resize(
-                    (INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR
-                )
-                a = np.asarray(im, dtype=np.float32) / 255.0  # HWC
-            x[i] = torch.from_numpy(a).permute(2, 0, 1)
-            y[i, 0] = float(label)
-        return x, y
 
     feat = 64 * ((((INPUT_SIZE - 2) // 2) - 2) // 2) ** 2
     model = nn.Sequential(
@@ -105,9 +131,14 @@ def cmd_train(args):
         nn.ReLU(),
         nn.Linear(128, 1),
     )
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     loss_fn = nn.BCEWithLogitsLoss()
     opt = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     gen = torch.Generator().manual_seed(args.seed)
+    forward = model
+    if compiled:
+        forward = torch.compile(model)
 
     classes, train_items = list_split(args.data, "train", args.limit)
     _, val_items = list_split(args.data, "validation", args.limit)
@@ -116,52 +147,75 @@ def cmd_train(args):
             {
                 "event": "start",
                 "framework": "pytorch",
+                "variant": args.variant,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
                 "interop_threads": torch.get_num_interop_threads(),
+                "decode_threads": args.threads,
                 "classes": classes,
                 "train_images": len(train_items),
                 "val_images": len(val_items),
+                "train_batch": BATCH_SIZE,
+                "val_batch": VAL_BATCH_SIZE,
             }
         ),
         flush=True,
     )
 
-    train_x = train_y = val_x = val_y = None
-    for epoch in range(1, args.epochs + 1):
-        t0 = time.perf_counter()
-        decode_s = 0.0
-        if train_x is None:  # first epoch: decode once, cache in memory
-            train_x, train_y = decode(train_items)
-            decode_s += time.perf_counter() - t0
+    def images(cache, idx):
+        """A float batch [n, 3, 64, 64] in [0, 1]: NCHW-contiguous, or the
+        NHWC cache viewed as NCHW (PyTorch's channels_last)."""
+        xb = cache[idx].permute(0, 3, 1, 2)
+        return xb if channels_last else xb.contiguous()
 
+    def run_epoch(train_x, train_y, val_x, val_y):
+        """One training pass (batches of BATCH_SIZE, shuffled) and one
+        validation pass (batches of VAL_BATCH_SIZE, inference mode)."""
         model.train()
-        n = len(train_items)
         loss_sum, correct = 0.0, 0
-        for idx in torch.randperm(n, generator=gen).split(BATCH_SIZE):
-            xb, yb = train_x[idx], train_y[idx]
-            logits = model(xb)
+        for idx in torch.randperm(len(train_x), generator=gen).split(BATCH_SIZE):
+            xb, yb = images(train_x, idx), train_y[idx]
+            logits = forward(xb)
             loss = loss_fn(logits, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.item() * len(idx)
-            correct += ((logits > 0).float() == yb).sum().item()
-
-        if val_x is None:
-            t1 = time.perf_counter()
-            val_x, val_y = decode(val_items)
-            decode_s += time.perf_counter() - t1
-
+            correct += ((logits.detach() > 0).float() == yb).sum().item()
         model.eval()
-        nv = len(val_items)
         val_loss_sum, val_correct = 0.0, 0
-        with torch.no_grad():
-            for s in range(0, nv, BATCH_SIZE):
-                xb, yb = val_x[s : s + BATCH_SIZE], val_y[s : s + BATCH_SIZE]
-                logits = model(xb)
+        with torch.inference_mode():
+            for s in range(0, len(val_x), VAL_BATCH_SIZE):
+                idx = slice(s, s + VAL_BATCH_SIZE)
+                xb, yb = images(val_x, idx), val_y[idx]
+                logits = forward(xb)
                 val_loss_sum += loss_fn(logits, yb).item() * len(xb)
                 val_correct += ((logits > 0).float() == yb).sum().item()
+        return loss_sum, correct, val_loss_sum, val_correct
+
+    train_x = train_y = val_x = val_y = None
+    for epoch in range(1, args.epochs + 1):
+        t0 = time.perf_counter()
+        decode_s = 0.0
+        if train_x is None:  # first epoch: decode both splits once, cache in memory
+            (tx, ty), (vx, vy) = decode_all(train_items, args.threads), decode_all(val_items, args.threads)
+            # Cached as float32 NHWC in [0, 1].
+            train_x = torch.from_numpy(tx).float().div_(255.0)
+            val_x = torch.from_numpy(vx).float().div_(255.0)
+            train_y, val_y = torch.from_numpy(ty), torch.from_numpy(vy)
+            decode_s = time.perf_counter() - t0
+
+        try:
+            loss_sum, correct, val_loss_sum, val_correct = run_epoch(train_x, train_y, val_x, val_y)
+        except Exception as e:  # torch.compile needs a working C++ toolchain
+            if not compiled or epoch > 1:
+                raise
+            text = str(e).strip()
+            reason = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+            print(json.dumps({"event": "unavailable", "variant": args.variant, "reason": reason}), flush=True)
+            log(f"  pytorch {args.variant}: torch.compile failed: {reason}")
+            return 0
+        n, nv = len(train_items), len(val_items)
         seconds = time.perf_counter() - t0
 
         ev = {
@@ -178,7 +232,8 @@ def cmd_train(args):
             "images_per_second": n / seconds,
         }
         print(json.dumps(ev), flush=True)
-        log(progress_line("pytorch", ev))
+        log(progress_line(f"pytorch {args.variant}", ev))
+    return 0
 
 
 # ---------------------------------------------------------------- log parsing
@@ -301,29 +356,82 @@ def fmt(v, spec):
     return format(v, spec) if isinstance(v, (int, float)) else "n/a"
 
 
+def start_event(path):
+    """The "start" event of a PyTorch log, else None."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == "start":
+                return ev
+    return None
+
+
+def unavailable_reason(path):
+    """The reason of an "unavailable" event in a log (torch.compile failed), else None."""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(ev, dict) and ev.get("event") == "unavailable":
+                return str(ev.get("reason", "unavailable"))
+    return None
+
+
 def cmd_report(args):
     rows = {}
+    notes = {}
     if args.mlci:
         rows["mlci"] = summarize(read_epochs(args.mlci))
-    if args.torch:
-        rows["pytorch"] = summarize(read_epochs(args.torch))
+    for spec in args.torch or []:
+        label, _, path = spec.partition("=")
+        name = f"pytorch {label}"
+        rows[name] = summarize(read_epochs(path))
+        reason = unavailable_reason(path)
+        if reason:
+            notes[name] = reason
     print(f"machine: {args.machine}, {args.threads} threads")
-    print(f"{'':10}{'epoch-1 img/s':>15}{'later img/s':>14}{'val_acc(last)':>16}")
+    for spec in args.torch or []:
+        start = start_event(spec.partition("=")[2])
+        if start:
+            print(
+                f"pytorch {start.get('torch')}: {start.get('threads')} compute threads, "
+                f"{start.get('interop_threads')} inter-op, {start.get('decode_threads')} decoding threads, "
+                f"batches {start.get('train_batch')} (training) and {start.get('val_batch')} (validation)"
+            )
+            break
+    print(f"{'':22}{'epoch-1 img/s':>15}{'later img/s':>14}{'val_acc(last)':>16}")
     for name, (first, later, acc) in rows.items():
-        print(f"{name:10}{fmt(first, '.1f'):>15}{fmt(later, '.1f'):>14}{fmt(acc, '.4f'):>16}")
+        if name in notes:
+            print(f"{name:22}{'did not run: ' + notes[name]}")
+            continue
+        print(f"{name:22}{fmt(first, '.1f'):>15}{fmt(later, '.1f'):>14}{fmt(acc, '.4f'):>16}")
 
-    def ratio(i):
-        a, b = rows.get("mlci"), rows.get("pytorch")
-        if a and b and a[i] and b[i]:
-            return f"{a[i] / b[i]:.2f}"
-        return "n/a"
+    mlci = rows.get("mlci")
+    peers = {k: v for k, v in rows.items() if k != "mlci" and k not in notes}
 
-    if len(rows) == 2:
+    def ratio(a, b):
+        return f"{a / b:.2f}" if a and b else "n/a"
+
+    if mlci and peers:
+        print("ratio mlci/pytorch (>=1.0 means mlci is faster):")
+        for name, r in peers.items():
+            print(f"  vs {name:20} first {ratio(mlci[0], r[0])}, later {ratio(mlci[1], r[1])}")
+        best_first = max((r[0] for r in peers.values() if r[0]), default=None)
+        best_later = max((r[1] for r in peers.values() if r[1]), default=None)
         print(
-            "ratio mlci/pytorch (>=1.0 means mlci is faster): "
-            f"first {ratio(0)}, later {ratio(1)}"
+            f"  vs the fastest PyTorch row of each column: first {ratio(mlci[0], best_first)}, "
+            f"later {ratio(mlci[1], best_later)}"
         )
-    missing = [name for name, r in rows.items() if r[0] is None]
+    missing = [name for name, r in rows.items() if r[0] is None and name not in notes]
     return 1 if missing else 0
 
 
@@ -347,6 +455,7 @@ def main():
     t.add_argument("--epochs", type=positive_int, default=3)
     t.add_argument("--limit", type=positive_int, help="images per class per split")
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--variant", choices=sorted(VARIANTS), default="eager-cl")
 
     ls = sub.add_parser("list", help="print the files a run uses")
     ls.add_argument("--data", required=True)
@@ -360,7 +469,9 @@ def main():
 
     r = sub.add_parser("report", help="print the comparison table")
     r.add_argument("--mlci", help="mlci stdout log")
-    r.add_argument("--torch", help="PyTorch stdout log")
+    r.add_argument(
+        "--torch", action="append", metavar="VARIANT=LOG", help="a PyTorch variant's stdout log (repeatable)"
+    )
     r.add_argument("--machine", default="unknown CPU")
     r.add_argument("--threads", default="?")
 

@@ -125,6 +125,9 @@ pub struct AlgorithmSpec {
     /// TPE: random trials before the model kicks in.
     #[serde(default = "defaults::startup")]
     pub n_startup_trials: usize,
+    /// TPE: how those start-up trials are drawn.
+    #[serde(default)]
+    pub startup: StartupDesign,
     /// TPE: candidates drawn from the good density per suggestion.
     #[serde(default = "defaults::ei_candidates")]
     pub n_ei_candidates: usize,
@@ -138,10 +141,23 @@ impl Default for AlgorithmSpec {
         Self {
             name: Algorithm::default(),
             n_startup_trials: defaults::startup(),
+            startup: StartupDesign::default(),
             n_ei_candidates: defaults::ei_candidates(),
             grid_points: defaults::grid_points(),
         }
     }
+}
+
+/// How TPE draws its `n_startup_trials` start-up trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartupDesign {
+    /// A Latin hypercube: each parameter's range cut into `n_startup_trials`
+    /// equally likely stretches, each stretch (each categorical value) used once.
+    #[default]
+    LatinHypercube,
+    /// Independent uniform draws, as Optuna's `TPESampler`.
+    Random,
 }
 
 /// Early stopping of bad trials while they train.

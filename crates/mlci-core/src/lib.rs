@@ -33,7 +33,8 @@ pub use error::SpecError;
 pub use evaluation::{z_score, Accuracy, Evaluation, Interval, SplitAccuracy, DEFAULT_CONFIDENCE};
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
-    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, SwarmSpec, TrialTemplate,
+    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, StartupDesign, SwarmSpec,
+    TrialTemplate,
 };
 pub use layout::{trial_dir_in, DataLayout};
 pub use markup::escape_markup;

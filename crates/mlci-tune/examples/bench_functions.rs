@@ -3,8 +3,16 @@
 //!
 //! For each function, sampler and seed, runs `--trials` trials through
 //! `sampler_for` (minimising) and prints one JSON line with the best value
-//! after each trial; then, per function and sampler, one line with the mean
-//! time of suggesting trial 1001 after 1000 finished random trials.
+//! after each trial; then, per function and sampler, one line with the time
+//! of `Sampler::suggest` alone for trial 1001 after 1000 finished random
+//! trials (median and mean of `--overhead-reps` calls). With
+//! `--history-dir DIR` that history is written to `DIR/<function>.jsonl`
+//! (one `{"params": …, "value": …}` a line), so the Optuna side times its
+//! sampler on exactly the same trials.
+//!
+//! Samplers: `tpe` (as `sampler_for`: Latin-hypercube start-up trials),
+//! `tpe-random-start` (`algorithm.startup: random`: independent start-up
+//! draws, as Optuna), `tpe-univariate`, `random`.
 //!
 //! ```text
 //! cargo run --release -p mlci-tune --example bench_functions -- --trials 100 --seeds 20
@@ -21,7 +29,7 @@ use std::time::Instant;
 
 use mlci_core::{
     Algorithm, AlgorithmSpec, Budget, Condition, Direction, ExecutorKind, ExperimentSpec, Objective,
-    ParamSpec, ParamValue, Params, Prefer, Provenance, TrialRecord, TrialState, TrialTemplate,
+    ParamSpec, ParamValue, Params, Prefer, Provenance, StartupDesign, TrialRecord, TrialState, TrialTemplate,
 };
 use mlci_tune::sampler::{sampler_for, RandomSampler, Sampler, TpeSampler};
 
@@ -160,7 +168,7 @@ fn function(name: &str) -> (Func, BTreeMap<String, ParamSpec>) {
     }
 }
 
-fn spec(function_name: &str, algorithm: Algorithm, seed: u64) -> ExperimentSpec {
+fn spec(function_name: &str, algorithm: Algorithm, startup: StartupDesign, seed: u64) -> ExperimentSpec {
     let spec = ExperimentSpec {
         name: format!("bench-{function_name}"),
         objective: Objective {
@@ -174,6 +182,7 @@ fn spec(function_name: &str, algorithm: Algorithm, seed: u64) -> ExperimentSpec 
         algorithm: AlgorithmSpec {
             name: algorithm,
             n_startup_trials: 10,
+            startup,
             n_ei_candidates: 24,
             grid_points: 3,
         },
@@ -193,9 +202,9 @@ fn spec(function_name: &str, algorithm: Algorithm, seed: u64) -> ExperimentSpec 
 
 fn sampler(name: &str, spec: &ExperimentSpec) -> Box<dyn Sampler> {
     match name {
-        "tpe" | "random" => sampler_for(spec),
+        "tpe" | "tpe-random-start" | "random" => sampler_for(spec),
         "tpe-univariate" => Box::new(TpeSampler::new(spec).multivariate(false)),
-        other => panic!("unknown sampler {other} (tpe, random, tpe-univariate)"),
+        other => panic!("unknown sampler {other} (tpe, tpe-random-start, random, tpe-univariate)"),
     }
 }
 
@@ -205,6 +214,23 @@ fn algorithm(name: &str) -> Algorithm {
     } else {
         Algorithm::Tpe
     }
+}
+
+fn startup(sampler_name: &str) -> StartupDesign {
+    if sampler_name == "tpe-random-start" {
+        StartupDesign::Random
+    } else {
+        StartupDesign::LatinHypercube
+    }
+}
+
+fn sampler_spec(function_name: &str, sampler_name: &str, seed: u64) -> ExperimentSpec {
+    spec(
+        function_name,
+        algorithm(sampler_name),
+        startup(sampler_name),
+        seed,
+    )
 }
 
 fn finished(number: u32, params: Params, value: f64) -> TrialRecord {
@@ -217,7 +243,7 @@ fn finished(number: u32, params: Params, value: f64) -> TrialRecord {
 
 /// Best value after each of `trials` trials.
 fn run(function_name: &str, sampler_name: &str, seed: u64, trials: u32) -> Vec<f64> {
-    let spec = spec(function_name, algorithm(sampler_name), seed);
+    let spec = sampler_spec(function_name, sampler_name, seed);
     let f = function(function_name).0;
     let mut s = sampler(sampler_name, &spec);
     let mut history = Vec::new();
@@ -233,26 +259,48 @@ fn run(function_name: &str, sampler_name: &str, seed: u64, trials: u32) -> Vec<f
     out
 }
 
-/// Mean milliseconds of suggesting trial `history + 1` after `history`
-/// finished random trials.
-fn overhead(function_name: &str, sampler_name: &str, history_len: u32, reps: u32) -> f64 {
+/// `history_len` finished trials of uniform random parameters (the
+/// random sampler, seed 12345) with their function values.
+fn random_history(function_name: &str, history_len: u32) -> Vec<TrialRecord> {
     let f = function(function_name).0;
-    let mut random = RandomSampler::new(&spec(function_name, Algorithm::Random, 12_345));
-    let history: Vec<TrialRecord> = (1..=history_len)
+    let mut random = RandomSampler::new(&spec(
+        function_name,
+        Algorithm::Random,
+        StartupDesign::default(),
+        12_345,
+    ));
+    (1..=history_len)
         .map(|n| {
             let p = random.suggest(n, &[]).expect("random suggests");
             let v = f(&p);
             finished(n, p, v)
         })
-        .collect();
-    let spec = spec(function_name, algorithm(sampler_name), 0);
+        .collect()
+}
+
+/// Milliseconds of `suggest` alone for trial `history.len() + 1`, once per
+/// rep after one warm-up call: (median, mean).
+fn overhead(function_name: &str, sampler_name: &str, history: &[TrialRecord], reps: u32) -> (f64, f64) {
+    let spec = sampler_spec(function_name, sampler_name, 0);
     let mut s = sampler(sampler_name, &spec);
-    std::hint::black_box(s.suggest(history_len + 1, &history));
-    let start = Instant::now();
-    for _ in 0..reps {
-        std::hint::black_box(s.suggest(history_len + 1, std::hint::black_box(&history)));
-    }
-    start.elapsed().as_secs_f64() * 1e3 / f64::from(reps.max(1))
+    let number = history.len() as u32 + 1;
+    std::hint::black_box(s.suggest(number, history));
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            std::hint::black_box(s.suggest(number, std::hint::black_box(history)));
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    times.sort_by(f64::total_cmp);
+    let n = times.len();
+    let median = if n % 2 == 1 {
+        times[n / 2]
+    } else {
+        (times[n / 2 - 1] + times[n / 2]) / 2.0
+    };
+    (median, mean)
 }
 
 fn main() {
@@ -262,6 +310,7 @@ fn main() {
     let mut samplers = "tpe,random".to_owned();
     let mut history = 1000;
     let mut reps = 20;
+    let mut history_dir: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
@@ -272,13 +321,27 @@ fn main() {
             "--samplers" => samplers = value(),
             "--overhead-history" => history = value().parse().expect("--overhead-history N"),
             "--overhead-reps" => reps = value().parse().expect("--overhead-reps N"),
+            "--history-dir" => history_dir = Some(value().into()),
             other => panic!(
-                "unknown flag {other} (--trials, --seeds, --functions, --samplers, --overhead-history, --overhead-reps)"
+                "unknown flag {other} (--trials, --seeds, --functions, --samplers, --overhead-history, \
+                 --overhead-reps, --history-dir)"
             ),
         }
     }
     let mut out = std::io::stdout().lock();
     for function_name in functions.split(',') {
+        let history_trials = random_history(function_name, history);
+        if let (Some(dir), true) = (&history_dir, history > 0) {
+            std::fs::create_dir_all(dir).expect("--history-dir");
+            let mut file = std::io::BufWriter::new(
+                std::fs::File::create(dir.join(format!("{function_name}.jsonl"))).expect("history file"),
+            );
+            for t in &history_trials {
+                let line = serde_json::json!({"params": t.params, "value": t.value});
+                writeln!(file, "{line}").expect("history file");
+            }
+            file.flush().expect("history file");
+        }
         for sampler_name in samplers.split(',') {
             for seed in 0..seeds {
                 let best = run(function_name, sampler_name, seed, trials);
@@ -289,10 +352,11 @@ fn main() {
                 writeln!(out, "{line}").expect("stdout");
             }
             if history > 0 {
-                let ms = overhead(function_name, sampler_name, history, reps);
+                let (median, mean) = overhead(function_name, sampler_name, &history_trials, reps);
                 let line = serde_json::json!({
                     "impl": "mlci", "function": function_name, "sampler": sampler_name,
-                    "kind": "overhead", "history": history, "ms": ms,
+                    "kind": "overhead", "history": history, "reps": reps, "ms": median, "ms_mean": mean,
+                    "timed": "Sampler::suggest",
                 });
                 writeln!(out, "{line}").expect("stdout");
             }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use mlci_core::{
-    apply_params, Direction, ExperimentSpec, ParamSpec, ParamValue, Params, PrunerSpec, TrialRecord,
-    TrialState,
+    apply_params, Direction, ExperimentSpec, ParamSpec, ParamValue, Params, PrunerSpec, StartupDesign,
+    TrialRecord, TrialState,
 };
 use mlci_tune::pruner::{pruner_for, AshaPruner, MedianPruner, Pruner};
 use mlci_tune::sampler::{default_gamma, sampler_for, GridSampler, Sampler, TpeSampler};
@@ -324,6 +324,34 @@ fn tpe_starts_with_a_latin_hypercube() {
     assert_eq!(fifths("y", &|y| (y.log10() + 3.0) / 6.0), (0..5).collect());
     let values: BTreeSet<String> = history.iter().map(|t| t.params["c"].to_string()).collect();
     assert_eq!(values.len(), 5);
+}
+
+#[test]
+fn tpe_startup_random_switches_the_latin_hypercube_off() {
+    let space =
+        "  x: { type: float, min: 0.0, max: 1.0 }\n  c: { type: categorical, values: [a, b, c, d, e] }\n";
+    let latin = spec("tpe", space);
+    let independent = spec("tpe, startup: random", space);
+    assert_eq!(latin.algorithm.startup, StartupDesign::LatinHypercube);
+    assert_eq!(independent.algorithm.startup, StartupDesign::Random);
+    // The start-up trials are then exactly the random sampler's draws (Optuna's way),
+    // and the model takes over after them as before.
+    let f = |p: &Params| num(p, "x");
+    let a = optimise(&independent, 8, f);
+    let b = optimise(&spec("random", space), 5, f);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.params, y.params);
+    }
+    let c = optimise(&latin, 5, f);
+    assert!(a.iter().zip(&c).any(|(x, y)| x.params != y.params));
+    for t in &a {
+        assert_in_space(&independent, &t.params);
+    }
+    // Any other value is an error naming the field.
+    let yaml = "name: t\nalgorithm: { name: tpe, startup: sobol }\n\
+                trial: { executor: subprocess, command: [run] }\nsearch_space:\n  x: { type: float, min: 0.0, max: 1.0 }\n";
+    let err = ExperimentSpec::from_yaml(yaml).unwrap_err().to_string();
+    assert!(err.contains("startup") || err.contains("sobol"), "{err}");
 }
 
 #[test]

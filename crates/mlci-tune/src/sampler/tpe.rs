@@ -16,16 +16,16 @@
 //! the independent (univariate) TPE of Optuna 4, where every parameter is
 //! sampled that way.
 //!
-//! One deliberate difference from Optuna: trials 1 to `n_startup_trials`
-//! form a Latin hypercube (every stretch of every range, every categorical
-//! value gets its share) where Optuna draws them independently (as this
-//! sampler does for later startup trials, when some failed). On the functions
-//! of `scripts/bench-tune` it is as good on Branin and Hartmann-6 and better
-//! on the conditional one, where independent draws can miss a branch.
+//! One deliberate difference from Optuna, on by default: trials 1 to
+//! `n_startup_trials` form a Latin hypercube (every stretch of every range,
+//! every categorical value gets its share) where Optuna draws them
+//! independently (as this sampler does for later startup trials, when some
+//! failed). `algorithm.startup: random` switches it off, for Optuna's
+//! independent draws; `scripts/bench-tune` compares the two.
 
 use std::collections::BTreeMap;
 
-use mlci_core::{Direction, ExperimentSpec, Params, TrialRecord, TrialState};
+use mlci_core::{Direction, ExperimentSpec, Params, StartupDesign, TrialRecord, TrialState};
 use rand_pcg::Pcg64;
 
 use super::parzen::Parzen;
@@ -38,6 +38,7 @@ pub struct TpeSampler {
     space: Space,
     seed: u64,
     n_startup: usize,
+    startup: StartupDesign,
     n_candidates: usize,
     direction: Direction,
     metric: String,
@@ -55,6 +56,7 @@ impl TpeSampler {
             space: Space::new(&spec.search_space),
             seed: spec.seed,
             n_startup: spec.algorithm.n_startup_trials,
+            startup: spec.algorithm.startup,
             n_candidates: spec.algorithm.n_ei_candidates.max(1),
             direction: spec.objective.direction,
             metric: spec.objective.metric.clone(),
@@ -179,7 +181,7 @@ impl Sampler for TpeSampler {
             })
             .collect();
         if finished.len() < self.n_startup.max(1) {
-            if (number as usize) <= self.n_startup {
+            if self.startup == StartupDesign::LatinHypercube && (number as usize) <= self.n_startup {
                 let index = number as usize - 1;
                 return Some(
                     self.space
