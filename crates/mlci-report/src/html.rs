@@ -460,19 +460,16 @@ fn notes(s: &Summary<'_>, t: &TrialRecord, is_best: bool) -> String {
         parts.push("<strong>chosen</strong>".into());
     }
     match t.state {
-        TrialState::Pruned => {
-            let at = t
-                .steps
-                .last()
-                .map_or_else(String::new, |st| format!(" at step {}", st.step));
-            parts.push(format!("pruned{at}"));
-        }
-        TrialState::Stopped => {
+        TrialState::Pruned | TrialState::Stopped => {
             let at = t
                 .steps
                 .last()
                 .map_or_else(String::new, |st| format!(" after step {}", st.step));
-            parts.push(format!("stopped{at}: the experiment ended"));
+            parts.push(if t.state == TrialState::Pruned {
+                format!("pruned{at}")
+            } else {
+                format!("stopped{at}: the experiment ended")
+            });
         }
         TrialState::Completed if s.goal.is_some() && !s.meets_goal(t.value) => {
             parts.push("below goal".into());

@@ -208,25 +208,18 @@ fn trial_case(s: &Summary<'_>, t: &TrialRecord) -> Case {
                 detail: message.to_owned(),
             }
         }
-        TrialState::Pruned => {
+        TrialState::Pruned | TrialState::Stopped => {
             let at = t
                 .steps
                 .last()
                 .map_or_else(String::new, |st| format!(" after step {}", st.step));
             let v = value.map_or_else(String::new, |v| format!(" with {} {}", s.metric, num(v)));
-            Verdict::Skipped {
-                message: format!("pruned{at}{v}: stopped early by the pruner"),
-            }
-        }
-        TrialState::Stopped => {
-            let at = t
-                .steps
-                .last()
-                .map_or_else(String::new, |st| format!(" after step {}", st.step));
-            let v = value.map_or_else(String::new, |v| format!(" with {} {}", s.metric, num(v)));
-            Verdict::Skipped {
-                message: format!("stopped{at}{v}: the experiment ended while it ran"),
-            }
+            let message = if t.state == TrialState::Pruned {
+                format!("pruned{at}{v}: stopped early by the pruner")
+            } else {
+                format!("stopped{at}{v}: the experiment ended while it ran")
+            };
+            Verdict::Skipped { message }
         }
         TrialState::Running | TrialState::Pending => Verdict::Skipped {
             message: format!("not finished ({})", t.state.as_str()),

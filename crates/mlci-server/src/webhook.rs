@@ -51,6 +51,28 @@ pub fn signature_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
+/// The delivery's JSON: the body itself (`application/json`), or the body's `payload` field
+/// (`application/x-www-form-urlencoded`, GitHub's default content type). Either way the
+/// signature was checked over the raw body first.
+fn payload_of(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
+    let form = content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
+    if !form {
+        return serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_field("body", format!("not valid JSON: {e}")));
+    }
+    let payload = form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| ApiError::bad_field("payload", "missing from the form-encoded body"))?;
+    serde_json::from_str(&payload).map_err(|e| ApiError::bad_field("payload", format!("not valid JSON: {e}")))
+}
+
 fn ignored(reason: impl Into<String>) -> Response {
     let reason = reason.into();
     tracing::info!(reason, "webhook delivery ignored");
@@ -106,8 +128,7 @@ async fn receive(
     let Some(delivery) = header("x-github-delivery").filter(|d| !d.is_empty() && d.len() <= 100) else {
         return Err(ApiError::bad_field("X-GitHub-Delivery", "missing"));
     };
-    let payload: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_field("body", format!("not valid JSON: {e}")))?;
+    let payload = payload_of(header("content-type").as_deref(), &body)?;
     tracing::info!(event, delivery, "webhook delivery");
     match event.as_str() {
         "ping" => {

@@ -376,3 +376,37 @@ fn a_replayed_push_starts_nothing_even_after_a_restart() {
     );
     assert_eq!(forced.status, 202, "{}", forced.text());
 }
+
+#[test]
+fn githubs_default_form_content_type_is_accepted_signed_over_the_raw_body() {
+    let server = server();
+    let json = fixture("push-4.json");
+    let payload: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let body = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", std::str::from_utf8(&json).unwrap())
+        .finish()
+        .into_bytes();
+    let deliver_form = |delivery: &str, body: &[u8], signature: &str| {
+        send(
+            agent()
+                .post(&format!("{}/github-webhook/", server.url))
+                .set("Content-Type", "application/x-www-form-urlencoded")
+                .set("X-GitHub-Event", "push")
+                .set("X-GitHub-Delivery", delivery)
+                .set("X-Hub-Signature-256", signature),
+            Some(body),
+        )
+    };
+    // The signature covers the form body as sent, not the JSON inside it.
+    assert_eq!(deliver_form("form-1", &body, &sign(SECRET, &json)).status, 401);
+    let reply = deliver_form("form-1", &body, &sign(SECRET, &body));
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    let answer = reply.json();
+    assert_eq!(answer["step"], "pipeline", "{answer}");
+    assert_eq!(answer["params"]["commit"], payload["after"]);
+    // A signed form without its payload field is bad input naming the field.
+    let empty = b"other=1".to_vec();
+    let reply = deliver_form("form-2", &empty, &sign(SECRET, &empty));
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("payload"), "{}", reply.text());
+}
