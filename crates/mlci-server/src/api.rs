@@ -89,10 +89,12 @@ async fn create_run(
             }
         },
     };
-    let (run, created) = state.submit(&step, params, key).await?;
-    if !created {
+    let submitted = state.submit(&step, params, key).await;
+    // Only a created run counts: a retry, or a refused request, gives its count back.
+    if !matches!(submitted, Ok((_, true))) {
         state.callers.refund_run(&caller);
     }
+    let (run, created) = submitted?;
     let status = if created {
         StatusCode::ACCEPTED
     } else {

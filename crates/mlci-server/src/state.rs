@@ -157,10 +157,11 @@ impl AppState {
                 "the service is shutting down",
             ));
         }
+        let requested = Value::Object(params);
         let new = NewRun {
             step: step.to_owned(),
-            params: Value::Object(params).to_string(),
-            idempotency_key: key,
+            params: requested.to_string(),
+            idempotency_key: key.clone(),
             created_at: now(),
         };
         // The run is created and started in one blocking task: if the client goes away
@@ -183,6 +184,19 @@ impl AppState {
                 format!(
                     "the idempotency key names run {} of step `{}`, not `{step}`",
                     run.id, run.step
+                ),
+            ));
+        }
+        // A retry sends the same request; another request under a used key (a re-created
+        // job's BUILD_TAG, a second controller) must not be answered with someone else's run.
+        if !created && serde_json::from_str::<Value>(&run.params).ok().as_ref() != Some(&requested) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "the idempotency key `{}` names run {}, which was created with other parameters; \
+                     use a new key for a new request",
+                    key.unwrap_or_default(),
+                    run.id
                 ),
             ));
         }

@@ -102,6 +102,14 @@ fn the_same_idempotency_key_gives_the_same_run_even_concurrently() {
             .status,
         409
     );
+    // The same key with other parameters (a re-created job's BUILD_TAG): refused, naming
+    // the key, never answered with the first request's run.
+    let other = server.post_step("record", r#"{"x": 2}"#, Some("jenkins-demo-7-train"));
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert!(other.text().contains("jenkins-demo-7-train"), "{}", other.text());
+    // The same parameters in another order are the same request.
+    let reordered = server.post_step("record", r#"{ "x" : 1 }"#, Some("jenkins-demo-7-train"));
+    assert_eq!(reordered.status, 200, "{}", reordered.text());
 
     let server = Arc::new(server);
     let threads: Vec<_> = (0..8)
