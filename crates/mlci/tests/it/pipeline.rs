@@ -246,7 +246,11 @@ fn polling_starts_one_pipeline_per_new_commit() {
     // A goal no accuracy reaches: every pipeline ends unstable (exit 3 of `tune`), one
     // outcome to check rather than two.
     let text = std::fs::read_to_string(repo.join("experiment.yaml")).unwrap();
-    std::fs::write(repo.join("experiment.yaml"), text.replace("goal: 0.9", "goal: 1.5")).unwrap();
+    std::fs::write(
+        repo.join("experiment.yaml"),
+        text.replace("goal: 0.9", "goal: 1.5"),
+    )
+    .unwrap();
     git(&repo, &["commit", "-q", "-am", "An unreachable goal"]);
     let first = git(&repo, &["rev-parse", "HEAD"]);
     let config = tmp.path().join("mlci.toml");
