@@ -28,7 +28,8 @@
 #   MLCI_POLL_SECONDS     poll interval if the log stream breaks early (default 5)
 #
 # JSON is built and read with jq (Debian: apt-get install jq), never by string pasting.
-# Needs curl >= 7.76 (--fail-with-body).
+# Works with curl 7.74 (Debian 11) and later: HTTP errors are read from the status code
+# (`-w '%{http_code}'`), not with the fail-with-body option of curl 7.76.
 
 MLCI_URL="${MLCI_URL:-http://127.0.0.1:7878}"
 MLCI_URL="${MLCI_URL%/}"
@@ -86,7 +87,7 @@ mlci_on_signal() {
 	trap - TERM INT HUP
 	if [[ -n "$MLCI_RUN_ID" && "$MLCI_CANCEL_ON_ABORT" == 1 ]]; then
 		mlci_warn "interrupted: cancelling run $MLCI_RUN_ID"
-		mlci_curl -sS --fail-with-body --connect-timeout "$MLCI_CONNECT_TIMEOUT" --max-time 30 \
+		mlci_curl -sS --fail --connect-timeout "$MLCI_CONNECT_TIMEOUT" --max-time 30 \
 			-X DELETE -o /dev/null "$MLCI_URL/api/v1/runs/$MLCI_RUN_ID" ||
 			mlci_warn "could not cancel run $MLCI_RUN_ID at $MLCI_URL; cancel it with DELETE /api/v1/runs/$MLCI_RUN_ID"
 	fi
@@ -136,18 +137,20 @@ mlci_http_error() {
 mlci_api() {
 	local method=$1 url="$MLCI_URL$2" out=$3 body=${4:-} rc=0
 	shift $(($# < 4 ? $# : 4))
-	local args=(-sS --fail-with-body --connect-timeout "$MLCI_CONNECT_TIMEOUT"
+	# No --fail: the error's JSON body is kept in OUT_FILE, and the status decides. --retry
+	# still retries 408, 429 and 5xx answers, and refused connections.
+	local args=(-sS --connect-timeout "$MLCI_CONNECT_TIMEOUT"
 		--retry "$MLCI_RETRIES" --retry-connrefused
 		-X "$method" -o "$out" -w '%{http_code}')
 	if [[ -n "$body" ]]; then
 		args+=(-H 'Content-Type: application/json' --data-binary "@$body")
 	fi
 	MLCI_HTTP_CODE="$(mlci_curl "${args[@]}" "$@" "$url")" || rc=$?
-	case "$rc" in
-	0) ;;
-	22) mlci_http_error "$method" "$url" "$MLCI_HTTP_CODE" "$out" ;;
-	*) mlci_die "cannot reach mlci at $url (curl exit $rc); is 'mlci serve' running there and MLCI_URL right?" ;;
-	esac
+	((rc == 0)) ||
+		mlci_die "cannot reach mlci at $url (curl exit $rc); is 'mlci serve' running there and MLCI_URL right?"
+	[[ "$MLCI_HTTP_CODE" =~ ^[1-5][0-9][0-9]$ ]] ||
+		mlci_die "$method $url: no HTTP status in the answer (got '$MLCI_HTTP_CODE')"
+	((MLCI_HTTP_CODE < 400)) || mlci_http_error "$method" "$url" "$MLCI_HTTP_CODE" "$out"
 }
 
 # --- runs -----------------------------------------------------------------------------
@@ -180,7 +183,7 @@ mlci_follow() {
 	# tee shows the stream on our stdout and keeps a copy, whose size is the offset to go on
 	# from. (Not `tee /dev/fd/N`: in Jenkins stdout is a file, which that would reopen and
 	# truncate.)
-	mlci_curl -sS -N --fail-with-body --connect-timeout "$MLCI_CONNECT_TIMEOUT" "$log_url?follow=1" |
+	mlci_curl -sS -N --fail --connect-timeout "$MLCI_CONNECT_TIMEOUT" "$log_url?follow=1" |
 		tee "$MLCI_TMP/log.stream" || rc=$?
 	MLCI_LOG_SHOWN="$(wc -c <"$MLCI_TMP/log.stream")"
 	MLCI_LOG_SHOWN="${MLCI_LOG_SHOWN//[!0-9]/}"
