@@ -356,8 +356,8 @@ def fmt(v, spec):
     return format(v, spec) if isinstance(v, (int, float)) else "n/a"
 
 
-def start_event(path):
-    """The "start" event of a PyTorch log, else None."""
+def first_event(path, kind):
+    """The first event of `kind` in a PyTorch log ("start", "unavailable"), else None."""
     if not path or not os.path.exists(path):
         return None
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -366,24 +366,20 @@ def start_event(path):
                 ev = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(ev, dict) and ev.get("event") == "start":
+            if isinstance(ev, dict) and ev.get("event") == kind:
                 return ev
     return None
 
 
+def start_event(path):
+    """The "start" event of a PyTorch log, else None."""
+    return first_event(path, "start")
+
+
 def unavailable_reason(path):
     """The reason of an "unavailable" event in a log (torch.compile failed), else None."""
-    if not path or not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(ev, dict) and ev.get("event") == "unavailable":
-                return str(ev.get("reason", "unavailable"))
-    return None
+    ev = first_event(path, "unavailable")
+    return None if ev is None else str(ev.get("reason", "unavailable"))
 
 
 def cmd_report(args):

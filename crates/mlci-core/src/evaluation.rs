@@ -168,13 +168,15 @@ pub struct Evaluation {
     pub trial: u32,
     /// "selected on": the images the tuner chose by. Optimistic by construction.
     pub validation: SplitAccuracy,
-    /// "never seen": the held-out test images, when the dataset has them.
+    /// "never seen": the held-out test images, when the dataset has them (else see
+    /// [`NO_TEST_SPLIT`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<SplitAccuracy>,
-    /// Why there is no test accuracy (no test split), for the report.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
 }
+
+/// What the views say in place of a test accuracy when the dataset has no test split.
+pub const NO_TEST_SPLIT: &str =
+    "none: the dataset has no test split (add DIR/test/<class>/ or dataset.test_split)";
 
 #[cfg(test)]
 mod tests {

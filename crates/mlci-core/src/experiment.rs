@@ -358,7 +358,7 @@ pub struct TrialTemplate {
 }
 
 /// The images trials train on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetSpec {
     pub path: String,
@@ -369,6 +369,17 @@ pub struct DatasetSpec {
     /// at the end. A `test/` folder beside `train/` is used without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_split: Option<f64>,
+}
+
+impl DatasetSpec {
+    /// The folder and its splits, as trials and the final evaluation get them.
+    pub fn splits(&self) -> crate::DataSplits {
+        crate::DataSplits {
+            dir: self.path.clone().into(),
+            val_split: self.val_split,
+            test_split: self.test_split,
+        }
+    }
 }
 
 /// A tuning experiment.

@@ -30,7 +30,9 @@ pub use environment::{
     EnvironmentRecord, EnvironmentSpec, EnvironmentState, HealthcheckSpec, MountSpec, Restart, RestartPolicy,
 };
 pub use error::SpecError;
-pub use evaluation::{z_score, Accuracy, Evaluation, Interval, SplitAccuracy, DEFAULT_CONFIDENCE};
+pub use evaluation::{
+    z_score, Accuracy, Evaluation, Interval, SplitAccuracy, DEFAULT_CONFIDENCE, NO_TEST_SPLIT,
+};
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
     Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, StartupDesign, SwarmSpec,

@@ -264,7 +264,7 @@ impl<'a> Summary<'a> {
             rows.push((
                 "Test accuracy",
                 e.test.as_ref().map_or_else(
-                    || e.note.clone().unwrap_or_else(|| "none".into()),
+                    || mlci_core::NO_TEST_SPLIT.to_owned(),
                     |t| {
                         format!(
                             "{}, 95% interval: never seen by training or selection",

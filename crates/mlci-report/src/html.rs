@@ -171,11 +171,6 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
         }
         _ => stat(o, "Best value", "—".into(), "no completed trial yet".into()),
     }
-    let budget = s.exp.spec.budget.max_trials;
-    let mut sub = format!("of at most {budget}");
-    if s.unfinished() > 0 {
-        w!(sub, " · {} running or pending", s.unfinished());
-    }
     if let Some(e) = &s.exp.evaluation {
         let interval = |a: &mlci_core::SplitAccuracy, seen: &str| {
             format!(
@@ -193,13 +188,13 @@ fn outcome(o: &mut String, s: &Summary<'_>) {
         );
         match &e.test {
             Some(t) => stat(o, "Test accuracy", value(t.accuracy), interval(t, "never seen")),
-            None => stat(
-                o,
-                "Test accuracy",
-                "—".into(),
-                esc(e.note.as_deref().unwrap_or_default()),
-            ),
+            None => stat(o, "Test accuracy", "—".into(), esc(mlci_core::NO_TEST_SPLIT)),
         }
+    }
+    let budget = s.exp.spec.budget.max_trials;
+    let mut sub = format!("of at most {budget}");
+    if s.unfinished() > 0 {
+        w!(sub, " · {} running or pending", s.unfinished());
     }
     stat(o, "Trials run", s.finished().to_string(), sub);
     let meeting = s

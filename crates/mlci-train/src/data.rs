@@ -177,17 +177,7 @@ impl Dataset {
 
     /// Every image of a folder of class folders (`DIR/<class>/*.jpg`), decoded at `size`.
     pub fn load_labelled(dir: &Path, size: usize) -> Result<(Vec<String>, ImageSet), DataError> {
-        if !dir.is_dir() {
-            return Err(if dir.exists() {
-                DataError::NotADir {
-                    path: dir.to_path_buf(),
-                }
-            } else {
-                DataError::Missing {
-                    path: dir.to_path_buf(),
-                }
-            });
-        }
+        existing_folder(dir)?;
         let classes = class_folders(dir)?;
         let mut files = Vec::new();
         for (label, class) in classes.iter().enumerate() {
@@ -388,14 +378,24 @@ fn carve_test(
     Ok(keyed.into_iter().map(|(_, p)| p).collect())
 }
 
-fn list(source: &DataSource) -> Result<Listing, DataError> {
-    let dir = &source.dir;
+/// `dir` exists and is a folder, or the error naming it.
+fn existing_folder(dir: &Path) -> Result<(), DataError> {
     if !dir.exists() {
-        return Err(DataError::Missing { path: dir.clone() });
+        return Err(DataError::Missing {
+            path: dir.to_path_buf(),
+        });
     }
     if !dir.is_dir() {
-        return Err(DataError::NotADir { path: dir.clone() });
+        return Err(DataError::NotADir {
+            path: dir.to_path_buf(),
+        });
     }
+    Ok(())
+}
+
+fn list(source: &DataSource) -> Result<Listing, DataError> {
+    let dir = &source.dir;
+    existing_folder(dir)?;
     if let Some(split) = source.val_split {
         if !(split > 0.0 && split < 1.0) {
             return Err(DataError::BadValSplit(split));

@@ -84,8 +84,8 @@ fn classify(e: TrainError) -> Failure {
         | TrainError::Data(_)
         | TrainError::Diverged { .. }
         | TrainError::Resume { .. } => FailureKind::BadSpec,
-        TrainError::StoppedBeforeFirstEpoch => FailureKind::Crashed,
-        TrainError::Model { .. }
+        TrainError::StoppedBeforeFirstEpoch
+        | TrainError::Model { .. }
         | TrainError::Image { .. }
         | TrainError::Io { .. }
         | TrainError::Candle(_) => FailureKind::Crashed,

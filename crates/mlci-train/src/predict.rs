@@ -19,6 +19,8 @@ use crate::TrainError;
 pub struct Predictor {
     pub saved: SavedModel,
     model: Cnn,
+    /// The folder it was loaded from, for errors.
+    dir: PathBuf,
 }
 
 /// One image's prediction.
@@ -52,7 +54,11 @@ impl Predictor {
             .clone()
             .load(&weights)
             .map_err(|e| bad(format!("{}: {e}", weights.display())))?;
-        Ok(Self { saved, model })
+        Ok(Self {
+            saved,
+            model,
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Classify image files; an unreadable file is an error naming it.
@@ -72,11 +78,7 @@ impl Predictor {
             let logits = self.model.forward(&x, false, &mut Pcg64::seed_from_u64(0))?;
             let probs = probabilities(&logits)?.to_vec2::<f32>()?;
             for (path, p) in chunk.iter().zip(probs) {
-                let (best, &pb) = p
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .expect("at least two classes");
+                let (best, pb) = most_probable(&p);
                 out.push(Prediction {
                     path: path.clone(),
                     class: self.saved.classes[best].clone(),
@@ -124,7 +126,7 @@ impl Predictor {
     pub fn confusion(&self, classes: &[String], set: &ImageSet) -> Result<Confusion, TrainError> {
         if classes != self.saved.classes.as_slice() || set.size != self.saved.input_size {
             return Err(TrainError::Model {
-                path: PathBuf::from("model.json"),
+                path: self.dir.clone(),
                 reason: format!(
                     "the model knows classes {:?} at {} px; the images are of classes {classes:?} at {} px",
                     self.saved.classes, self.saved.input_size, set.size
@@ -142,12 +144,7 @@ impl Predictor {
                 .forward(&plain_batch(set, start..end)?, false, &mut rng)?;
             let probs = probabilities(&logits)?.to_vec2::<f32>()?;
             for (p, &label) in probs.iter().zip(&set.labels[start..end]) {
-                let predicted = p
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i);
-                matrix[label as usize][predicted] += 1;
+                matrix[label as usize][most_probable(p).0] += 1;
             }
             start = end;
         }
@@ -156,4 +153,13 @@ impl Predictor {
             matrix,
         })
     }
+}
+
+/// The most probable class of one image's probabilities (in class order), and its probability.
+fn most_probable(p: &[f32]) -> (usize, f32) {
+    p.iter()
+        .copied()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("at least two classes")
 }

@@ -115,10 +115,8 @@ struct Shared {
     exp: ExperimentRecord,
     trials: Vec<TrialRecord>,
     sampler: Box<dyn Sampler>,
-    /// Trial numbers being run by a worker.
-    claimed: Vec<u32>,
-    /// The stop signal of each trial being run (by number).
-    signals: Vec<(u32, StopSignal)>,
+    /// Trials being run by a worker: their numbers, each with the signal that stops it.
+    claimed: Vec<(u32, StopSignal)>,
     /// Set when the experiment must end: its final state and why.
     stop: Option<(ExperimentState, String)>,
     /// Failed trials (after retries).
@@ -141,7 +139,7 @@ impl Shared {
     /// `winner` met the goal: every other running trial stops now (between batches),
     /// not at its next epoch's end.
     fn stop_others(&self, winner: u32) {
-        for (n, signal) in &self.signals {
+        for (n, signal) in &self.claimed {
             if *n != winner {
                 signal.stop();
             }
@@ -244,7 +242,6 @@ impl<'a> Tuner<'a> {
             sampler: sampler_for(&spec),
             trials,
             claimed: Vec::new(),
-            signals: Vec::new(),
             stop,
             failed,
             started,
@@ -319,7 +316,7 @@ impl<'a> Tuner<'a> {
         let pending = s
             .trials
             .iter()
-            .filter(|t| t.state == TrialState::Pending && !s.claimed.contains(&t.number))
+            .filter(|t| t.state == TrialState::Pending && !s.claimed.iter().any(|(n, _)| *n == t.number))
             .map(|t| t.number)
             .min();
         let number = match pending {
@@ -369,7 +366,8 @@ impl<'a> Tuner<'a> {
             s.stop = Some((ExperimentState::Failed, e.to_string()));
             return None;
         }
-        s.claimed.push(number);
+        s.claimed
+            .push((number, StopSignal::new(self.options.cancel.clone())));
         let what = if attempt > 1 {
             format!("attempt {attempt}, ")
         } else {
@@ -426,7 +424,12 @@ impl<'a> Tuner<'a> {
             threads,
             resume,
             timeout_seconds: spec.trial.timeout_seconds,
-            stop: StopSignal::new(self.options.cancel.clone()),
+            stop: s
+                .claimed
+                .iter()
+                .find(|(n, _)| *n == number)
+                .map(|(_, signal)| signal.clone())
+                .expect("a requested trial is claimed"),
         })
     }
 
@@ -444,11 +447,7 @@ impl<'a> Tuner<'a> {
                 let Some((number, resume)) = self.claim(spec, &mut s, progress) else {
                     return;
                 };
-                let request = self.request(spec, &s, number, threads, resume);
-                if let Ok(r) = &request {
-                    s.signals.push((number, r.stop.clone()));
-                }
-                (number, request)
+                (number, self.request(spec, &s, number, threads, resume))
             };
             let mut pruned_by: Option<String> = None;
             let result = request.and_then(|request| {
@@ -464,8 +463,7 @@ impl<'a> Tuner<'a> {
                 })
             });
             let mut s = shared.lock().expect("tuner state");
-            s.claimed.retain(|&n| n != number);
-            s.signals.retain(|(n, _)| *n != number);
+            s.claimed.retain(|(n, _)| *n != number);
             self.on_done(spec, &mut s, number, result, pruned_by, progress);
         }
     }
@@ -623,21 +621,20 @@ impl<'a> Tuner<'a> {
                 }
                 t.value = objective_value(spec, &t.steps, &out.final_values);
                 match (t.value, out.stopped, pruned_by) {
-                    (None, true, Some(reason)) if reason.starts_with(ENDED) => {
-                        // Stopped (another trial met the goal) before it
-                        // reported the objective: not a failure of its own.
-                        t.state = TrialState::Stopped;
-                        (
-                            "trial_stopped",
-                            format!("{reason}; no {} yet", spec.objective.metric),
-                        )
-                    }
-                    (None, true, Some(reason)) => {
-                        t.state = TrialState::Pruned;
-                        (
-                            "trial_pruned",
-                            format!("{reason}; no {} yet", spec.objective.metric),
-                        )
+                    (value, true, Some(reason)) if value.is_none() || reason != GOAL_REACHED => {
+                        // Stopped before its end: by the pruner, or because the experiment
+                        // ended (perhaps before it reported the objective: not a failure of
+                        // its own).
+                        let (state, kind) = if reason.starts_with(ENDED) {
+                            (TrialState::Stopped, "trial_stopped")
+                        } else {
+                            (TrialState::Pruned, "trial_pruned")
+                        };
+                        t.state = state;
+                        let metric = &spec.objective.metric;
+                        let best = value
+                            .map_or_else(|| format!("no {metric} yet"), |v| format!("best {metric} {v:.4}"));
+                        (kind, format!("{reason}; {best}"))
                     }
                     (None, _, _) => {
                         t.state = TrialState::Failed;
@@ -649,20 +646,6 @@ impl<'a> Tuner<'a> {
                         t.failure = Some(f);
                         s.failed += 1;
                         ("trial_failed", msg)
-                    }
-                    (Some(v), true, Some(reason)) if reason.starts_with(ENDED) => {
-                        t.state = TrialState::Stopped;
-                        (
-                            "trial_stopped",
-                            format!("{reason}; best {} {v:.4}", spec.objective.metric),
-                        )
-                    }
-                    (Some(v), true, Some(reason)) if reason != GOAL_REACHED => {
-                        t.state = TrialState::Pruned;
-                        (
-                            "trial_pruned",
-                            format!("{reason}; best {} {v:.4}", spec.objective.metric),
-                        )
                     }
                     (Some(v), _, _) => {
                         t.state = TrialState::Completed;

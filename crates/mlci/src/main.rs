@@ -291,11 +291,9 @@ fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<Exit> {
             dir
         }
     };
-    let splits = spec.dataset.take();
     spec.dataset = Some(mlci_core::DatasetSpec {
         path: data.display().to_string(),
-        val_split: splits.as_ref().and_then(|d| d.val_split),
-        test_split: splits.as_ref().and_then(|d| d.test_split),
+        ..spec.dataset.take().unwrap_or_default()
     });
     std::fs::create_dir_all(&demo_dir).with_context(|| format!("cannot create {}", demo_dir.display()))?;
     let spec_path = demo_dir.join("experiment.json");

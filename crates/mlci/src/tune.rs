@@ -69,12 +69,7 @@ fn check_dataset(spec: &ExperimentSpec) -> anyhow::Result<()> {
         }
         return Ok(());
     };
-    let source = DataSource {
-        dir: PathBuf::from(&d.path),
-        val_split: d.val_split,
-        test_split: d.test_split,
-        seed: spec.base_model().training.seed,
-    };
+    let source = DataSource::new(&d.splits(), spec.base_model().training.seed);
     let checked = if needs_data {
         mlci_train::data::check(&source)
     } else {
@@ -138,11 +133,9 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
         (None, Some(path)) => {
             let mut spec = read_spec(path)?;
             if let Some(data) = &args.data {
-                let splits = spec.dataset.take();
                 spec.dataset = Some(DatasetSpec {
                     path: data.display().to_string(),
-                    val_split: splits.as_ref().and_then(|d| d.val_split),
-                    test_split: splits.as_ref().and_then(|d| d.test_split),
+                    ..spec.dataset.take().unwrap_or_default()
                 });
             }
             check_dataset(&spec)?;
@@ -225,11 +218,7 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
 
     let needs_data = spec.trial.executor != ExecutorKind::Subprocess;
     let dataset = match &spec.dataset {
-        Some(d) => Some(DataSplits {
-            dir: PathBuf::from(&d.path),
-            val_split: d.val_split,
-            test_split: d.test_split,
-        }),
+        Some(d) => Some(d.splits()),
         None if needs_data => {
             return Err(bad(
                 "the experiment has no dataset: set dataset.path in the spec or pass --data",
@@ -347,7 +336,7 @@ fn evaluate_chosen(store: &SqliteStore, exp: &mut ExperimentRecord, splits: &Dat
     match evaluation(splits, seed, &mlci_core::trial_dir_in(root, trial), trial) {
         Ok(e) => {
             let test = e.test.as_ref().map_or_else(
-                || e.note.clone().unwrap_or_default(),
+                || mlci_core::NO_TEST_SPLIT.to_owned(),
                 |t| format!("{} (never seen)", t.describe()),
             );
             tracing::info!(
@@ -365,7 +354,7 @@ fn evaluate_chosen(store: &SqliteStore, exp: &mut ExperimentRecord, splits: &Dat
 }
 
 /// The evaluation of the model in `dir` on the splits of `splits`.
-pub(crate) fn evaluation(
+fn evaluation(
     splits: &DataSplits,
     seed: u64,
     dir: &Path,
@@ -390,9 +379,6 @@ pub(crate) fn evaluation(
     let test = on(Split::Test)?;
     Ok(mlci_core::Evaluation {
         trial,
-        note: test.is_none().then(|| {
-            "none: the dataset has no test split (add DIR/test/<class>/ or dataset.test_split)".to_owned()
-        }),
         validation,
         test,
     })
@@ -444,7 +430,7 @@ fn print_summary(exp: &ExperimentRecord, trials: &[TrialRecord]) {
             None => emit_plain(&format!(
                 "chosen trial {}: test accuracy       {}",
                 e.trial,
-                e.note.as_deref().unwrap_or("none")
+                mlci_core::NO_TEST_SPLIT
             )),
         }
     }
