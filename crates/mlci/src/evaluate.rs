@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mlci_core::{Accuracy, Interval};
+use mlci_core::SplitAccuracy;
 use mlci_train::{Confusion, DataError, DataSource, Dataset, Predictor, Split, TrainError};
 use serde::Serialize;
 
@@ -14,10 +14,8 @@ use crate::{bad, emit_plain};
 #[derive(Debug, Serialize)]
 struct ClassResult {
     class: String,
-    images: u64,
-    correct: u64,
-    accuracy: f64,
-    interval: Interval,
+    #[serde(flatten)]
+    accuracy: SplitAccuracy,
 }
 
 /// What `mlci evaluate --json` prints.
@@ -27,10 +25,9 @@ struct EvaluationReport {
     data: PathBuf,
     /// `test`, `validation`, `train`, or `all` (every image of DIR's class folders).
     split: &'static str,
-    images: u64,
-    correct: u64,
-    accuracy: f64,
-    interval: Interval,
+    /// `images`, `correct`, `accuracy`, `interval`.
+    #[serde(flatten)]
+    all: SplitAccuracy,
     classes: Vec<String>,
     /// `confusion[true][predicted]`.
     confusion: Vec<Vec<u64>>,
@@ -92,16 +89,6 @@ pub(crate) fn cmd_evaluate(args: &EvaluateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn row(class: String, a: Accuracy, confidence: f64) -> ClassResult {
-    ClassResult {
-        class,
-        images: a.total,
-        correct: a.correct,
-        accuracy: a.value(),
-        interval: a.wilson(confidence),
-    }
-}
-
 fn report(
     model: &Path,
     data: &Path,
@@ -109,21 +96,20 @@ fn report(
     c: &Confusion,
     confidence: f64,
 ) -> EvaluationReport {
-    let all = row(String::new(), c.accuracy(), confidence);
     EvaluationReport {
         model: model.to_path_buf(),
         data: data.to_path_buf(),
         split,
-        images: all.images,
-        correct: all.correct,
-        accuracy: all.accuracy,
-        interval: all.interval,
+        all: SplitAccuracy::new(c.accuracy(), confidence),
         classes: c.classes.clone(),
         confusion: c.matrix.clone(),
         per_class: c
             .per_class()
             .into_iter()
-            .map(|(class, a)| row(class, a, confidence))
+            .map(|(class, a)| ClassResult {
+                class,
+                accuracy: SplitAccuracy::new(a, confidence),
+            })
             .collect(),
     }
 }
@@ -131,20 +117,21 @@ fn report(
 fn print_text(r: &EvaluationReport) {
     let pct = |c: f64| format!("{:.0}%", c * 100.0);
     emit_plain(&format!("model: {}", r.model.display()));
+    let a = &r.all;
     emit_plain(&format!(
         "images: {} ({}): {}",
         r.data.display(),
         r.split,
-        r.images
+        a.images
     ));
     emit_plain(&format!(
         "accuracy: {:.4}  {} interval [{:.4}, {:.4}]  ({} of {})",
-        r.accuracy,
-        pct(r.interval.confidence),
-        r.interval.low,
-        r.interval.high,
-        r.correct,
-        r.images
+        a.accuracy,
+        pct(a.interval.confidence),
+        a.interval.low,
+        a.interval.high,
+        a.correct,
+        a.images
     ));
     let width = r.classes.iter().map(String::len).max().unwrap_or(0).max(8);
     emit_plain("confusion (rows: true class, columns: predicted):");
@@ -155,10 +142,10 @@ fn print_text(r: &EvaluationReport) {
         emit_plain(&format!("  {class:<width$}{cells}"));
     }
     emit_plain("per class:");
-    for c in &r.per_class {
+    for ClassResult { class, accuracy: a } in &r.per_class {
         emit_plain(&format!(
-            "  {:<width$} {:.4} [{:.4}, {:.4}]  ({} of {})",
-            c.class, c.accuracy, c.interval.low, c.interval.high, c.correct, c.images
+            "  {class:<width$} {:.4} [{:.4}, {:.4}]  ({} of {})",
+            a.accuracy, a.interval.low, a.interval.high, a.correct, a.images
         ));
     }
 }
