@@ -242,6 +242,9 @@ pub trait RunStore: Send + Sync {
             .map(|((step, _), (state, n))| (step, state, n))
             .collect())
     }
+    /// Remove finished runs with their logs (retention); an unfinished or unknown id is
+    /// left alone. Returns the runs removed and the log bytes they held.
+    fn delete_runs(&self, ids: &[String]) -> Result<(u64, u64), StoreError>;
     /// Append to a run's log; returns the log's new length in bytes.
     fn append_log(&self, id: &str, bytes: &[u8]) -> Result<u64, StoreError>;
     /// Up to `max` bytes of a run's log from byte `offset` (empty past the end).

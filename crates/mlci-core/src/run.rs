@@ -156,8 +156,12 @@ pub struct RunFilter {
     pub step: Option<String>,
     /// Only runs in one of these states (all when empty).
     pub states: Vec<RunState>,
-    /// At most this many (newest first); `None` for all.
+    /// Only finished runs with one of these outcomes (any run when empty).
+    pub outcomes: Vec<Outcome>,
+    /// At most this many; `None` for all.
     pub limit: Option<usize>,
+    /// Oldest first instead of newest first (Jenkins' `firstBuild`).
+    pub oldest_first: bool,
 }
 
 #[cfg(test)]

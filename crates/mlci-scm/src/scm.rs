@@ -278,6 +278,26 @@ impl Scm {
         }
     }
 
+    /// The full shas of the complete workspaces of repository `name` (not those still being
+    /// written); none when it has no workspace folder yet.
+    pub fn workspace_commits(&self, name: &str) -> Result<Vec<String>, ScmError> {
+        validate_name(name)?;
+        let dir = self.workspaces_dir(name);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(ScmError::io("listing", &dir, e)),
+        };
+        let mut shas: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.len() == 40 && n.chars().all(|c| c.is_ascii_hexdigit()))
+            .collect();
+        shas.sort();
+        Ok(shas)
+    }
+
     fn workspaces_dir(&self, name: &str) -> PathBuf {
         self.root.join("workspaces").join(name)
     }

@@ -128,6 +128,7 @@ async fn list_runs(
         step: q.step.filter(|s| !s.is_empty()),
         states,
         limit: Some(q.limit.unwrap_or(100).clamp(1, 10_000)),
+        ..RunFilter::default()
     };
     let runs = state.db(move |s| s.runs(&filter)).await?;
     Ok(Json(Value::Array(runs.iter().map(run_json).collect())))

@@ -84,6 +84,20 @@ pub(crate) fn unauthorized(message: &str) -> Response {
     response
 }
 
+/// A Jenkins build request carrying a per-job build token (`POST /job/NAME/build?token=…`,
+/// "Trigger builds remotely"): the handler checks the token against the job's.
+fn build_token_request(request: &Request) -> bool {
+    let path = request.uri().path().trim_end_matches('/');
+    let segments: Vec<&str> = path.split('/').collect();
+    *request.method() == Method::POST
+        && matches!(
+            segments.as_slice(),
+            ["", "job", _, "build" | "buildWithParameters"]
+        )
+        && form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .any(|(k, _)| k == "token")
+}
+
 /// Middleware: mutating requests need a valid token; reads need one unless
 /// `read_only_open`. Bad credentials are refused even where none are needed.
 pub(crate) async fn require_token(
@@ -93,7 +107,8 @@ pub(crate) async fn require_token(
 ) -> Response {
     let read = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     // Jenkins' `whoAmI` is an unprotected action: clients ask it who they are.
-    let open = read && (state.config.read_only_open || request.uri().path().starts_with("/whoAmI/"));
+    let open = (read && (state.config.read_only_open || request.uri().path().starts_with("/whoAmI/")))
+        || build_token_request(&request);
     match caller(&state.config.tokens, request.headers()) {
         Err(BadCredentials) => unauthorized("invalid credentials"),
         Ok(Caller::Anonymous) if !open => unauthorized(

@@ -68,6 +68,12 @@ pub struct ServerConfig {
     /// headers (default: from the request's `Host`).
     pub public_url: Option<String>,
     pub webhook: Option<WebhookConfig>,
+    /// Jenkins' "Trigger builds remotely" per job: `POST /job/STEP/build?token=…` starts
+    /// STEP without an API token when `token` is this step's (Jenkins' per-job
+    /// authentication token). No step has one by default.
+    pub build_tokens: std::collections::BTreeMap<String, Secret>,
+    /// Which finished runs are removed, with their logs and artifacts (none by default).
+    pub retention: crate::RetentionConfig,
     /// A Jenkins job to trigger: enables the built-in `jenkins-trigger` step (which the
     /// webhook can start by naming it as its `step`).
     pub jenkins: Option<crate::JenkinsTarget>,
@@ -94,6 +100,8 @@ impl ServerConfig {
             artifacts_dir: artifacts_dir.into(),
             public_url: None,
             webhook: None,
+            build_tokens: std::collections::BTreeMap::new(),
+            retention: crate::RetentionConfig::default(),
             jenkins: None,
         }
     }

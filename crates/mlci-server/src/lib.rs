@@ -36,6 +36,7 @@ mod listen;
 mod metrics;
 mod ops;
 mod params;
+mod retention;
 mod state;
 mod steps;
 mod trigger;
@@ -67,6 +68,7 @@ pub use jenkins::JENKINS_VERSION;
 pub use metrics::Gauge;
 pub use ops::{openapi_document, openapi_document_for, ROUTES};
 pub use params::{field_names, param_definitions, params_schema, parse_params, RawParams};
+pub use retention::{RetentionConfig, RetentionHook};
 /// For [`step_set!`]: the JSON value type its schemas are.
 pub use serde_json::Value as JsonValue;
 pub use state::{GaugeSource, ReadinessCheck};
@@ -102,6 +104,7 @@ pub struct Server {
     steps: Arc<dyn steps::DynSteps>,
     readiness: Vec<ReadinessCheck>,
     gauges: Vec<GaugeSource>,
+    retention_hook: Option<RetentionHook>,
     shutdown: ShutdownHandle,
 }
 
@@ -149,6 +152,7 @@ impl Server {
             steps,
             readiness: Vec::new(),
             gauges: Vec::new(),
+            retention_hook: None,
             shutdown: ShutdownHandle(Arc::new(watch::channel(false).0)),
         })
     }
@@ -180,6 +184,13 @@ impl Server {
         self
     }
 
+    /// What retention also removes once runs are gone (the binary's SCM workspaces): see
+    /// [`RetentionHook`]. Only called when `config.retention` keeps a bound.
+    pub fn retention_hook(mut self, hook: RetentionHook) -> Self {
+        self.retention_hook = Some(hook);
+        self
+    }
+
     /// A handle that ends [`Server::run`].
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
@@ -200,6 +211,7 @@ impl Server {
             steps,
             readiness,
             gauges,
+            retention_hook,
             shutdown: handle,
         } = self;
         std::fs::create_dir_all(&config.artifacts_dir).map_err(|source| ServerError::Artifacts {
@@ -236,6 +248,7 @@ impl Server {
                 header_read_timeout: state.config.header_read_timeout,
                 max_connections: state.config.max_connections,
             };
+            let sweeping = tokio::spawn(retention::run(state.clone(), retention_hook));
             let serving = tokio::spawn(listen::serve(listener, app, limits, handle.0.subscribe()));
             let trigger = handle.clone();
             tokio::spawn(async move {
@@ -246,6 +259,7 @@ impl Server {
             let mut stop = handle.0.subscribe();
             let _ = stop.wait_for(|s| *s).await;
             tracing::info!("shutting down: cancelling runs");
+            sweeping.abort();
             state.stopping.store(true, Ordering::SeqCst);
             state.cancel_all();
             if !state.drain(grace).await {

@@ -63,6 +63,8 @@ struct Data {
     latency: BTreeMap<(String, String), Histogram>,
     /// step → run durations.
     runs: BTreeMap<String, Histogram>,
+    /// What retention removed since the service started, by kind.
+    removed: crate::retention::Removed,
 }
 
 /// The service's own counters (runs by state come from the store at each scrape).
@@ -103,6 +105,11 @@ impl Metrics {
             .entry(step.to_owned())
             .or_default()
             .observe(&RUN_BUCKETS, seconds);
+    }
+
+    pub(crate) fn retention(&self, removed: &crate::retention::Removed) {
+        let mut data = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        data.removed.add(removed);
     }
 
     /// The text of `/metrics`.
@@ -166,6 +173,13 @@ impl Metrics {
                 &format!("method=\"{method}\",route=\"{}\"", escape(route)),
                 &HTTP_BUCKETS,
             );
+        }
+        out.push_str(
+            "# HELP mlci_retention_removed_total What retention removed since the service started.\n\
+             # TYPE mlci_retention_removed_total counter\n",
+        );
+        for (what, n) in data.removed.counts() {
+            let _ = writeln!(out, "mlci_retention_removed_total{{what=\"{what}\"}} {n}");
         }
         drop(data);
         let mut described = std::collections::BTreeSet::new();

@@ -208,6 +208,7 @@ async fn already_built(
         step: Some(step.to_owned()),
         states: vec![RunState::Queued, RunState::Running, RunState::Succeeded],
         limit: None,
+        ..RunFilter::default()
     };
     let key = ["repository", "branch", "commit"].map(|k| params.get(k).cloned());
     let runs = state.db(move |s| s.runs(&filter)).await?;

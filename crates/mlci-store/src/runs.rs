@@ -188,7 +188,17 @@ impl RunStore for SqliteStore {
                         .collect();
                     sql.push_str(&format!(" AND state IN ({})", states.join(", ")));
                 }
-                sql.push_str(" ORDER BY seq DESC LIMIT ?2");
+                if !filter.outcomes.is_empty() {
+                    // Fixed words too (Outcome::as_str).
+                    let outcomes: Vec<String> = filter
+                        .outcomes
+                        .iter()
+                        .map(|o| format!("'{}'", o.as_str()))
+                        .collect();
+                    sql.push_str(&format!(" AND outcome IN ({})", outcomes.join(", ")));
+                }
+                let order = if filter.oldest_first { "ASC" } else { "DESC" };
+                sql.push_str(&format!(" ORDER BY seq {order} LIMIT ?2"));
                 let limit = match filter.limit {
                     Some(n) => signed(n, "limit")?,
                     None => -1,
@@ -220,6 +230,44 @@ impl RunStore for SqliteStore {
                     out.push((step, state, unsigned(n, "count")?));
                 }
                 Ok(out)
+            },
+        )
+    }
+
+    fn delete_runs(&self, ids: &[String]) -> Result<(u64, u64), StoreError> {
+        self.write(
+            || format!("remove {} runs", ids.len()),
+            |tx| {
+                // Finished states are fixed words (RunState::as_str), never request text.
+                let finished: Vec<String> = RunState::ALL
+                    .iter()
+                    .filter(|s| s.is_finished())
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                let finished = finished.join(", ");
+                let (mut runs, mut bytes) = (0u64, 0u64);
+                for id in ids {
+                    let Some((seq, size)) = tx
+                        .query_row(
+                            &format!(
+                                "SELECT seq, (SELECT COALESCE(SUM(length(data)), 0) FROM run_logs \
+                                 WHERE run_seq = runs.seq) FROM runs WHERE id = ?1 AND state IN ({finished})"
+                            ),
+                            [id],
+                            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                        )
+                        .optional()?
+                    else {
+                        continue;
+                    };
+                    tx.prepare_cached("DELETE FROM run_logs WHERE run_seq = ?1")?
+                        .execute([seq])?;
+                    tx.prepare_cached("DELETE FROM runs WHERE seq = ?1")?
+                        .execute([seq])?;
+                    runs += 1;
+                    bytes += unsigned::<u64>(size, "log size")?;
+                }
+                Ok((runs, bytes))
             },
         )
     }

@@ -104,6 +104,27 @@ fn updates_round_trip_and_filters_select() {
         .unwrap();
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].seq, 2);
+    let oldest = store
+        .runs(&RunFilter {
+            limit: Some(1),
+            oldest_first: true,
+            ..RunFilter::default()
+        })
+        .unwrap();
+    assert_eq!(oldest.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1]);
+    let by_outcome = |outcomes: Vec<Outcome>| {
+        store
+            .runs(&RunFilter {
+                outcomes,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_outcome(vec![Outcome::Success, Outcome::Unstable]), vec![1]);
+    assert_eq!(by_outcome(vec![Outcome::Failure]), Vec::<u64>::new());
 
     let mut ghost = run.clone();
     ghost.id = "r-000777".into();
@@ -166,4 +187,29 @@ fn run_counts_are_counted_in_place_by_step_and_state() {
             ("tune".to_owned(), RunState::Queued, 2),
         ]
     );
+}
+
+#[test]
+fn finished_runs_are_deleted_with_their_logs_and_unfinished_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("mlci.db")).unwrap();
+    let (mut done, _) = store.create_run(&new_run("noop", Some("key-1"))).unwrap();
+    let (running, _) = store.create_run(&new_run("noop", None)).unwrap();
+    store.append_log(&done.id, b"0123456789").unwrap();
+    store.append_log(&done.id, b"abc").unwrap();
+    store.append_log(&running.id, b"still going").unwrap();
+    done.state = RunState::Succeeded;
+    done.outcome = Some(Outcome::Success);
+    store.update_run(&done).unwrap();
+
+    let ids = vec![done.id.clone(), running.id.clone(), "r-999999".to_owned()];
+    assert_eq!(store.delete_runs(&ids).unwrap(), (1, 13));
+    assert_eq!(store.run(&done.id).unwrap(), None);
+    assert!(store.run(&running.id).unwrap().is_some());
+    assert_eq!(store.log_len(&running.id).unwrap(), 11);
+    // The key went with its run: it names a new one now.
+    let (again, created) = store.create_run(&new_run("noop", Some("key-1"))).unwrap();
+    assert!(created);
+    assert_ne!(again.id, done.id);
+    assert_eq!(again.number, 3, "build numbers are never reused");
 }

@@ -81,6 +81,10 @@ pub(crate) struct ServerSection {
     pub token_file: Option<PathBuf>,
     /// File holding the GitHub webhook secret (else `MLCI_WEBHOOK_SECRET`).
     pub webhook_secret_file: Option<PathBuf>,
+    /// Jenkins' "Trigger builds remotely": step → file holding that job's build token
+    /// (`POST /job/STEP/build?token=…` then needs no API token). None by default.
+    #[serde(default)]
+    pub build_token_files: std::collections::BTreeMap<String, PathBuf>,
     /// Repositories whose pushes (GitHub webhook) or new commits (polling) start the pipeline.
     #[serde(default)]
     pub repositories: Vec<RepositorySection>,
@@ -96,6 +100,22 @@ pub(crate) struct ServerSection {
     /// proposes.
     #[serde(default)]
     pub policy: PolicySection,
+    /// Which finished runs are removed with their logs, artifacts and workspaces.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[server.retention]`, like Jenkins' `buildDiscarder(logRotator(numToKeep, daysToKeep))`.
+/// Nothing is removed unless `keep_runs` or `keep_days` is set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionSection {
+    /// Keep at most this many runs of each step.
+    pub keep_runs: Option<usize>,
+    /// Keep the runs finished in the last this many days.
+    pub keep_days: Option<f64>,
+    /// Sweep every this many seconds (default 60).
+    pub check_seconds: Option<f64>,
 }
 
 /// `[server.policy]`: what a repository's experiment may ask for. Recorded in the result
@@ -430,10 +450,19 @@ pub(crate) fn server_secret(
         None if var(env_name).is_some() => SecretRef::Env(env_name.to_owned()),
         None => return Ok(None),
     };
-    let secret = secret_resolver()(&reference).map_err(|e| ConfigError(e.to_string()))?;
+    resolve_secret(&reference).map(Some)
+}
+
+/// The secret in `file` (trimmed); an empty one is an error naming the file.
+pub(crate) fn file_secret(file: &Path) -> Result<mlci_core::Secret, ConfigError> {
+    resolve_secret(&SecretRef::File(file.to_owned()))
+}
+
+fn resolve_secret(reference: &SecretRef) -> Result<mlci_core::Secret, ConfigError> {
+    let secret = secret_resolver()(reference).map_err(|e| ConfigError(e.to_string()))?;
     match secret.expose().trim() {
         "" => Err(ConfigError(format!("{} is empty", reference.describe()))),
-        value => Ok(Some(mlci_core::Secret::new(value))),
+        value => Ok(mlci_core::Secret::new(value)),
     }
 }
 

@@ -27,14 +27,40 @@ fn the_openapi_document_covers_every_route_in_the_source() {
     let paths = doc["paths"].as_object().unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut found = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
+    let mut files = vec![src.clone()];
+    let mut sources = Vec::new();
+    while let Some(dir) = files.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(path);
+            }
         }
+    }
+    for path in sources {
         let text = std::fs::read_to_string(&path).unwrap();
-        for piece in text.split(".route(\"").skip(1) {
-            let route = piece.split('"').next().unwrap();
+        // `.route("/path", …)`, and the Jenkins router's `("/path", get(…))` table.
+        let routes = text
+            .split(".route(\"")
+            .skip(1)
+            .map(|p| p.split('"').next().unwrap())
+            .chain(text.split("(\"/").skip(1).filter_map(|p| {
+                let (route, rest) = p.split_once('"')?;
+                (rest.starts_with(", get(") || rest.starts_with(", post(")).then_some(route)
+            }));
+        let routes: Vec<String> = routes
+            .map(|r| {
+                if r.starts_with('/') {
+                    r.to_owned()
+                } else {
+                    format!("/{r}")
+                }
+            })
+            .collect();
+        for route in &routes {
+            let route = route.as_str();
             assert!(
                 paths.contains_key(route),
                 "{route} (in {}) is not in the OpenAPI document",
@@ -57,7 +83,8 @@ fn the_openapi_document_covers_every_route_in_the_source() {
             .replace("{id}", "r-000001")
             .replace("{name}", "x")
             .replace("{job}", "noop")
-            .replace("{n}", "1");
+            .replace("{n}", "1")
+            .replace("{flavor}", "json");
         let reply = server.get(&concrete);
         let unrouted = reply.status == 404 && reply.text().contains("no such route");
         assert!(!unrouted, "{method} {route} is not routed");

@@ -10,6 +10,7 @@ mod notify;
 mod pipeline;
 mod poll;
 mod provision;
+mod retention;
 mod scm_sync;
 mod steps;
 mod train;
@@ -27,8 +28,9 @@ use mlci_server::{Gauge, Secret, Server, ServerConfig, WebhookConfig, WebhookRep
 use crate::cli::ServeArgs;
 use crate::config::{env, Config};
 use crate::exit::Exit;
+use mlci_server::StepSet;
 use poll::PollLoop;
-use steps::MlciSteps;
+use steps::{MlciSteps, Step};
 
 pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = Arc::new(crate::open_store(&cfg.db)?);
@@ -42,6 +44,7 @@ pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
         .collect();
     let token = crate::config::server_secret(env::TOKEN, cfg.server.token_file.as_deref())?;
     let config = server_config(&args, cfg, token.clone())?;
+    let workspace_repos: Vec<RepoSpec> = repos.values().cloned().collect();
     let steps = Arc::new(MlciSteps {
         cfg: cfg.clone(),
         exe: std::env::current_exe().context("cannot find the mlci binary")?,
@@ -57,7 +60,8 @@ pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
                 .map(drop)
                 .map_err(|e| format!("docker engine: {e:#}"))
         }))
-        .gauges(Arc::new(move || health_gauges(health_store.as_ref())));
+        .gauges(Arc::new(move || health_gauges(health_store.as_ref())))
+        .retention_hook(retention::workspace_sweep(scm.clone(), workspace_repos));
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
     let stop_polling = Arc::new(AtomicBool::new(false));
@@ -130,6 +134,18 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
             env::TOKEN
         ),
     }
+    config.retention = retention_config(&cfg.server.retention)?;
+    for (step, file) in &cfg.server.build_token_files {
+        if !Step::names().contains(&step.as_str()) {
+            return Err(crate::bad(format!(
+                "server.build_token_files: no step `{step}` (steps: {})",
+                Step::names().join(", ")
+            )));
+        }
+        config
+            .build_tokens
+            .insert(step.clone(), crate::config::file_secret(file)?);
+    }
     if let Some(secret) =
         crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())?
     {
@@ -151,6 +167,37 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
         });
     }
     Ok(config)
+}
+
+fn retention_config(
+    section: &crate::config::RetentionSection,
+) -> anyhow::Result<mlci_server::RetentionConfig> {
+    let mut retention = mlci_server::RetentionConfig::default();
+    if let Some(n) = section.keep_runs {
+        if n == 0 {
+            return Err(crate::bad("server.retention.keep_runs = 0: must be at least 1"));
+        }
+        retention.keep_runs = Some(n);
+    }
+    if let Some(days) = section.keep_days {
+        if !(days.is_finite() && days > 0.0) {
+            return Err(crate::bad(format!(
+                "server.retention.keep_days = {days}: must be a positive number of days"
+            )));
+        }
+        retention.keep_days = Some(days);
+    }
+    if let Some(seconds) = section.check_seconds {
+        retention.interval = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                crate::bad(format!(
+                    "server.retention.check_seconds = {seconds}: must be a positive number"
+                ))
+            })?;
+    }
+    Ok(retention)
 }
 
 /// `/metrics` gauges of the health watcher: relaunches, environments by state.
