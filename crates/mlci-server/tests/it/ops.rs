@@ -274,3 +274,97 @@ fn the_dashboard_is_served_without_external_assets() {
     assert!(html.contains("api/v1/runs"));
     assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("src="));
 }
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        // A sweep may be removing it right now.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn retention_removes_old_runs_with_their_logs_artifacts_and_keys_and_disk_stays_flat() {
+    let server = TestServer::start_with(|c| {
+        c.retention.keep_runs = Some(3);
+        c.retention.interval = Duration::from_millis(50);
+    });
+    let artifacts = server.dir.join("runs");
+    let db = server.dir.join("mlci.db");
+    // Like the every-minute health job: run after run of one step, each writing ~600 kB.
+    let mut sizes = Vec::new();
+    for round in 0..4 {
+        for i in 0..6 {
+            let key = format!("build-{round}-{i}");
+            let reply = server.post_step("artifacts", "{}", Some(&key));
+            assert_eq!(reply.status, 202, "{}", reply.text());
+            server.wait_finished(reply.json()["id"].as_str().unwrap());
+        }
+        // A sweep runs every 50 ms: wait for it to bring the step down to 3 runs.
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let runs = server.get("/api/v1/runs?step=artifacts").json();
+            let folders = std::fs::read_dir(&artifacts).unwrap().count();
+            if runs.as_array().unwrap().len() == 3 && folders == 3 {
+                break;
+            }
+            assert!(Instant::now() < until, "retention did not run: {runs}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sizes.push((dir_bytes(&artifacts), std::fs::metadata(&db).unwrap().len()));
+    }
+    // The three newest runs (19 to 24 of 24) are the ones kept, with their artifacts.
+    let runs = server.get("/api/v1/runs?step=artifacts").json();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r-000024", "r-000023", "r-000022"]);
+    let mut folders: Vec<String> = std::fs::read_dir(&artifacts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    folders.sort();
+    assert_eq!(folders, ["r-000022", "r-000023", "r-000024"]);
+    // A removed run's log and artifacts answer 404; so does its Jenkins build.
+    assert_eq!(server.get("/api/v1/runs/r-000001/log").status, 404);
+    assert_eq!(
+        server.get("/api/v1/runs/r-000001/artifacts/report.html").status,
+        404
+    );
+    assert_eq!(server.get("/job/artifacts/1/api/json").status, 404);
+    assert_eq!(
+        server.get("/job/artifacts/api/json").json()["firstBuild"]["number"],
+        22
+    );
+    // Disk stays flat: the last round takes no more room than the first.
+    let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
+    assert!(last.0 <= first.0, "artifacts grew: {sizes:?}");
+    assert!(last.1 <= first.1 + 64 * 1024, "the database grew: {sizes:?}");
+    // Keys expire with their runs: a removed run's key starts a new run.
+    let reply = server.post_step("artifacts", "{}", Some("build-0-0"));
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert_eq!(reply.json()["id"], "r-000025");
+    // What was removed, in /metrics.
+    let metrics = server.get("/metrics").text();
+    let removed = |what: &str| -> f64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("mlci_retention_removed_total{{what=\"{what}\"}}")))
+            .unwrap_or_else(|| panic!("no {what} line in\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(removed("runs"), 21.0);
+    assert!(removed("artifact_bytes") >= 21.0 * 600_000.0);
+    assert!(removed("log_bytes") > 0.0);
+}
