@@ -41,6 +41,7 @@ MLCI_CANCEL_ON_ABORT="${MLCI_CANCEL_ON_ABORT:-1}"
 
 MLCI_STEP="${MLCI_STEP:-step}" # set by each script before sourcing
 MLCI_RUN_ID=""                 # the run being followed, for the abort trap
+MLCI_WAITING_PID=""            # the background command being waited for, for the abort trap
 MLCI_HTTP_CODE=""              # status of the last mlci_api call
 
 # --- messages -------------------------------------------------------------------------
@@ -83,8 +84,14 @@ mlci_cleanup() {
 
 # A Jenkins abort sends SIGTERM: cancel the run (a tuning run checkpoints first) so it
 # does not go on burning CPU for a build nobody waits for, then exit like a killed process.
+# The signal may reach this script alone (kill PID, not its process group): bash runs a
+# trap only once the foreground command ends, so every long wait (the log stream, the
+# poll's sleep) runs in the background under `wait`, which a signal interrupts at once.
 mlci_on_signal() {
 	trap - TERM INT HUP
+	if [[ -n "$MLCI_WAITING_PID" ]]; then
+		kill "$MLCI_WAITING_PID" 2>/dev/null || true
+	fi
 	if [[ -n "$MLCI_RUN_ID" && "$MLCI_CANCEL_ON_ABORT" == 1 ]]; then
 		mlci_warn "interrupted: cancelling run $MLCI_RUN_ID"
 		mlci_curl -sS --fail --connect-timeout "$MLCI_CONNECT_TIMEOUT" --max-time 30 \
@@ -173,6 +180,23 @@ mlci_finished() { # mlci_finished RUN_FILE
 	jq -e '.state | IN("succeeded", "failed", "cancelled", "interrupted")' "$1" >/dev/null
 }
 
+# mlci_wait_for COMMAND...: run COMMAND in the background and wait for it (see
+# mlci_on_signal); returns its status.
+mlci_wait_for() {
+	local rc=0
+	"$@" &
+	MLCI_WAITING_PID=$!
+	wait "$MLCI_WAITING_PID" || rc=$?
+	MLCI_WAITING_PID=""
+	return "$rc"
+}
+
+# mlci_stream URL FILE: the chunked log at URL on stdout, with a copy in FILE.
+mlci_stream() {
+	mlci_curl -sS -N --fail --connect-timeout "$MLCI_CONNECT_TIMEOUT" "$1" | tee "$2"
+	return "${PIPESTATUS[0]}"
+}
+
 # mlci_follow: the run's log on stdout until the run has finished; leaves the finished run
 # in $MLCI_TMP/run.json. The chunked stream (`?follow=1`) normally covers it all; if it
 # breaks (a proxy timeout, a service restart), polling `?offset=N` goes on from the last
@@ -183,8 +207,7 @@ mlci_follow() {
 	# tee shows the stream on our stdout and keeps a copy, whose size is the offset to go on
 	# from. (Not `tee /dev/fd/N`: in Jenkins stdout is a file, which that would reopen and
 	# truncate.)
-	mlci_curl -sS -N --fail --connect-timeout "$MLCI_CONNECT_TIMEOUT" "$log_url?follow=1" |
-		tee "$MLCI_TMP/log.stream" || rc=$?
+	mlci_wait_for mlci_stream "$log_url?follow=1" "$MLCI_TMP/log.stream" || rc=$?
 	MLCI_LOG_SHOWN="$(wc -c <"$MLCI_TMP/log.stream")"
 	MLCI_LOG_SHOWN="${MLCI_LOG_SHOWN//[!0-9]/}"
 	((rc == 0)) || mlci_warn "log stream $log_url?follow=1 broke (curl exit $rc); polling every ${MLCI_POLL_SECONDS}s"
@@ -194,7 +217,7 @@ mlci_follow() {
 			((rc == 0)) || mlci_log_since
 			return 0
 		fi
-		sleep "$MLCI_POLL_SECONDS"
+		mlci_wait_for sleep "$MLCI_POLL_SECONDS"
 		mlci_log_since
 	done
 }

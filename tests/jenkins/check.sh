@@ -153,7 +153,8 @@ jenkinsfile_contract() {
 		"stage('Publish')" "checkout scm" "jenkins/steps/" "returnStatus: true" \
 		"string(credentialsId: 'mlci-token', variable: 'MLCI_TOKEN')" "unstable(" \
 		"junit " "publishHTML" "archiveArtifacts" "plot " "timestamps()" "timeout(" \
-		"MLCI_URL" "failure {" "mail "; do
+		"MLCI_URL" "failure {" "mail " "booleanParam(name: 'FORCE_TUNE'" \
+		"expression { env.MLCI_TRAIN_EXIT != '0' || params.FORCE_TUNE }"; do
 		grep -qF -- "$want" "$f" || {
 			echo "$f: no $want"
 			bad=1

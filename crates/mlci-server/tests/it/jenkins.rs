@@ -505,6 +505,26 @@ fn every_flavour_tree_depth_and_permalink_answers_as_jenkins() {
         post_auth(&server, "/queue/cancelItem?id=99", None, b"").status,
         404
     );
+    // The same Idempotency-Key (the step scripts send BUILD_TAG-STEP): the same request
+    // answers the first run's queue item, another request a 422 naming the key.
+    let keyed = |sleep: &str| {
+        send(
+            agent()
+                .post(&format!(
+                    "{}/job/noop/buildWithParameters?sleep_ms={sleep}",
+                    server.url
+                ))
+                .set("Authorization", &basic())
+                .set("Idempotency-Key", "jenkins-noop-7-noop"),
+            Some(b""),
+        )
+    };
+    let first = keyed("1");
+    assert_eq!(first.status, 201);
+    assert_eq!(keyed("1").header("location"), first.header("location"));
+    let other = keyed("2");
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert!(other.header("x-error").unwrap().contains("jenkins-noop-7-noop"));
     let html = server.get("/job/fail/1/logText/progressiveHtml?start=0");
     assert!(html.header("content-type").unwrap().starts_with("text/html"));
     assert!(html.text().contains("about to fail"));
@@ -528,4 +548,81 @@ fn first_build_stays_right_past_a_hundred_builds() {
         range["allBuilds"],
         json!([{"_class": "hudson.model.FreeStyleBuild", "number": 1}])
     );
+}
+
+/// The step scripts' abort: SIGTERM to the script's PID alone (not its process group, as
+/// some agents and `kill PID` send it) cancels the run within seconds, even while the
+/// script is following the log stream.
+#[test]
+fn a_step_script_cancels_its_run_on_sigterm_to_the_script_alone() {
+    for tool in ["bash", "curl", "jq"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            mlci_containers::testing::missing(
+                "shell",
+                tool,
+                "the step scripts need it",
+                &format!("apt-get install -y {tool}"),
+            );
+            return;
+        }
+    }
+    let server = TestServer::start();
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../jenkins/steps/lib.sh");
+    let out = tempfile::tempdir().unwrap();
+    let mut script = Command::new("bash")
+        .args([
+            "-c",
+            r#"set -euo pipefail; MLCI_STEP=noop; source "$1"; mlci_init; mlci_run_step noop '{"sleep_ms": 60000}'"#,
+            "noop.sh",
+        ])
+        .arg(&lib)
+        .env("MLCI_URL", &server.url)
+        .env("MLCI_TOKEN", TOKEN)
+        .env("MLCI_OUT_DIR", out.path())
+        .env("BUILD_TAG", "jenkins-abort-1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the run executes and its log is being followed.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let runs = server.get("/api/v1/runs?step=noop").json();
+        if runs[0]["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < until, "{runs}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = script.id().to_string();
+    let killed = Command::new("bash")
+        .args(["-c", r#"kill -TERM "$1""#, "kill", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = script.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the script did not end within 15 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = script.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: cancelling run r-000001"),
+        "{stderr}"
+    );
+    let run = server.wait_finished("r-000001");
+    assert_eq!(run["state"], "cancelled", "{run}");
 }

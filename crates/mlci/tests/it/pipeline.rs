@@ -179,6 +179,9 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
         .env("MLCI_E2E_REPO_URL", format!("file://{}", repo.display()))
         .env("MLCI_DATA", &data)
         .env("MLCI_EXPERIMENT", "experiment.yaml")
+        // The Jenkinsfile's FORCE_TUNE: Tune runs whatever Train reached, so its
+        // artifacts are always checked.
+        .env("MLCI_FORCE_TUNE", "true")
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
@@ -190,6 +193,7 @@ fn the_pipeline_runs_end_to_end_through_the_jenkins_step_scripts() {
     );
     let last = out.lines().last().unwrap_or_default();
     assert!(last.starts_with("e2e: ") && last.ends_with(" 0 failed"), "{last}");
+    assert!(out.contains("ok   tune artifact junit.xml"), "{out}");
     assert!(
         !out.contains("e2e-secret-token") && !err.contains("e2e-secret-token"),
         "the token leaked"
