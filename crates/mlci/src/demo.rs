@@ -342,8 +342,8 @@ fn commit_model_repo(dir: &Path, model: &str, experiment: &str) -> anyhow::Resul
 }
 
 /// The demo's configuration: the user's, with its own data folder, database and container
-/// owner, and a service that knows only the demo's repository (the operator's policy at
-/// its defaults) and opens reads (it listens on loopback only) for the dashboard.
+/// owner, and a service that knows only the demo's repository and opens reads (it listens
+/// on loopback only) for the dashboard.
 fn sandbox_config(cfg: &Config, sandbox: &Path, repo_url: &str, data: &Path) -> Config {
     let mut demo = cfg.clone();
     demo.data_dir = sandbox.to_path_buf();
@@ -503,6 +503,7 @@ impl Service {
     fn launch(demo: &Config, cancel: Arc<AtomicBool>) -> anyhow::Result<Self> {
         let token = made_up_secret()?;
         let webhook_secret = made_up_secret()?;
+        let prefix = random_hex(6)?;
         let mut config = crate::serve::server_config(
             &ServeArgs { listen: None },
             demo,
@@ -530,7 +531,7 @@ impl Service {
             base: format!("http://{addr}"),
             token,
             webhook_secret,
-            prefix: random_hex(6)?,
+            prefix,
             requests: std::sync::atomic::AtomicU32::new(0),
             cancel,
             handle,
@@ -551,11 +552,7 @@ impl Service {
                 .send_string(body),
             None => request.call(),
         };
-        match sent {
-            Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
-            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
-            Err(e) => Err(anyhow!("{method} {url}: {e}")),
-        }
+        answer(sent, method, &url)
     }
 
     fn get_json(&self, path: &str) -> anyhow::Result<Value> {
@@ -654,11 +651,7 @@ impl Service {
                 .set("X-GitHub-Delivery", &delivery)
                 .set("X-Hub-Signature-256", &signature(secret, payload.as_bytes()))
                 .send_string(&payload);
-            match sent {
-                Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
-                Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
-                Err(e) => Err(anyhow!("POST {url}: {e}")),
-            }
+            answer(sent, "POST", &url)
         };
         let (refused_status, _) = deliver(&made_up_secret()?)?;
         if refused_status != 401 {
@@ -688,6 +681,19 @@ impl Drop for Service {
     }
 }
 
+/// The status and body of any HTTP answer; an error naming the URL when none came.
+fn answer(
+    sent: Result<ureq::Response, ureq::Error>,
+    method: &str,
+    url: &str,
+) -> anyhow::Result<(u16, String)> {
+    match sent {
+        Ok(r) => Ok((r.status(), r.into_string().unwrap_or_default())),
+        Err(ureq::Error::Status(code, r)) => Ok((code, r.into_string().unwrap_or_default())),
+        Err(e) => Err(anyhow!("{method} {url}: {e}")),
+    }
+}
+
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as GitHub signs.
 fn signature(secret: &Secret, body: &[u8]) -> String {
     use hmac::Mac;
@@ -706,7 +712,7 @@ fn run_id(body: &str) -> anyhow::Result<String> {
 
 /// What job 2 gave: a running environment, or why training runs in process.
 enum Provisioned {
-    Container(Environment),
+    Container(Box<Environment>),
     InProcess(String),
 }
 
@@ -810,14 +816,14 @@ fn provision(
         short(&container),
         command.join(" "),
     ));
-    Ok(Provisioned::Container(Environment {
+    Ok(Provisioned::Container(Box::new(Environment {
         health,
         engine,
         container,
         logs_dir: demo.layout().environments_dir().join(name),
         name: name.to_owned(),
         removed: false,
-    }))
+    })))
 }
 
 /// Copy the files and folders of `from` into `to` (created); links are not followed.
@@ -965,7 +971,10 @@ fn heal(service: &Service, env: &Environment, cancel: &AtomicBool) -> anyhow::Re
         ));
     }
     let (epochs, _) = env.progress(&old)?;
-    let last = epochs.last().map_or(0, |e| e.epoch);
+    let last = epochs.last().map_or_else(
+        || "before its first epoch".to_owned(),
+        |e| format!("after epoch {} at val_accuracy {:.4}", e.epoch, e.val_accuracy),
+    );
     env.engine.kill(&old)?;
     let deadline = Instant::now() + Duration::from_secs(120);
     let (check, observed, new) = loop {
@@ -1006,7 +1015,7 @@ fn heal(service: &Service, env: &Environment, cancel: &AtomicBool) -> anyhow::Re
         |epochs, resumed| resumed.or_else(|| epochs.first().map(|e| e.epoch - 1)),
     )?;
     Ok(format!(
-        "docker kill {} (through the Engine API, after epoch {last}) -> health-check {check} found it {observed} and relaunched it as {} -> the training resumed from its epoch {resumed} checkpoint",
+        "docker kill {} (through the Engine API, {last}) -> health-check {check} found it {observed} and relaunched it as {} -> the training resumed from its epoch {resumed} checkpoint",
         short(&old),
         short(&new),
     ))

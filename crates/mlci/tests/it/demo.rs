@@ -25,7 +25,7 @@ fn check_common(tmp: &Path, o: &Output) -> String {
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(o));
     let scm = job(&out, 1);
     assert!(
-        scm.contains("signed GitHub push") && scm.contains("got 401") && scm.contains("model kind cnn/mlci"),
+        scm.contains("signature verified") && scm.contains("got 401") && scm.contains("model kind cnn/mlci"),
         "{scm}"
     );
     assert!(job(&out, 4).contains("met its goal"), "{out}");
