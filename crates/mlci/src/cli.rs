@@ -43,7 +43,10 @@ pub(crate) enum Command {
     /// Measure a trained model on labelled images: accuracy with its 95% interval, the
     /// confusion matrix and each class's accuracy.
     Evaluate(EvaluateArgs),
-    /// Generate a small image dataset (or use --data) and train on it: the main job on defaults.
+    /// The whole pipeline on this machine, one line per job: a local model repository, `mlci
+    /// serve` in process, a signed push to its webhook, scm-sync, provision (a container when a
+    /// Docker Engine answers), train, tune until the goal (live dashboard), report and mail, and
+    /// a killed environment healed by the health check. Generated images unless --data.
     Demo(DemoArgs),
     /// Validate a model spec and print its layers and parameter count.
     Inspect(InspectArgs),
@@ -283,13 +286,15 @@ pub(crate) enum SplitArg {
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// Tune on this image folder instead of generated images.
+    /// Real photos instead of generated stripes (DIR/train/<class>/, DIR/validation/<class>/),
+    /// tuned with the catsdogs example experiment unless --experiment.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Experiment spec to run instead of the built-in demo experiment.
+    /// Experiment spec to commit and tune instead of the built-in demo experiment.
     #[arg(long, value_name = "FILE")]
     pub experiment: Option<PathBuf>,
-    /// Write the report here (default: <data-dir>/experiments/<id>/report).
+    /// Also copy the report here (it is in the tune run's artifacts,
+    /// <data-dir>/demo/artifacts/<run>/).
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
 }

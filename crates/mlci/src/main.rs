@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod demo;
 mod env;
 mod evaluate;
 mod exit;
@@ -13,15 +14,15 @@ mod serve;
 mod tune;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
 use mlci_core::{EarlyStopping, ModelSpec, Monitor};
-use mlci_train::{synth, DataSource, Dataset, Predictor, TrainError, TrainOptions};
+use mlci_train::{DataSource, Dataset, Predictor, TrainError, TrainOptions};
 
-use cli::{Cli, Command, DemoArgs, InspectArgs, PredictArgs, SpecArgs, TrainArgs, TuneArgs};
+use cli::{Cli, Command, InspectArgs, PredictArgs, SpecArgs, TrainArgs};
 use config::Config;
 use exit::Exit;
 use progress::{emit, Progress};
@@ -123,7 +124,7 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<Exit> {
         Command::Train(args) => cmd_train(args).map(|()| Exit::Success),
         Command::Predict(args) => cmd_predict(args).map(|()| Exit::Success),
         Command::Evaluate(args) => evaluate::cmd_evaluate(&args).map(|()| Exit::Success),
-        Command::Demo(args) => cmd_demo(args, cfg),
+        Command::Demo(args) => demo::cmd_demo(args, cfg),
         Command::Inspect(args) => cmd_inspect(args).map(|()| Exit::Success),
         Command::Tune(args) => tune::cmd_tune(args, cfg),
         Command::Experiments(cmd) => tune::cmd_experiments(cmd, cfg),
@@ -244,75 +245,6 @@ fn cmd_predict(args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The demo: tune a small CNN on generated images (or `--data`) until its
-/// goal, write the report and mail the result (to the outbox by default).
-fn cmd_demo(args: DemoArgs, cfg: &Config) -> anyhow::Result<Exit> {
-    let demo_dir = cfg.layout().demo_dir();
-    let (text, data) = match (&args.experiment, &args.data) {
-        (Some(path), _) => (
-            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?,
-            args.data.clone(),
-        ),
-        (None, Some(data)) => (
-            include_str!("../../../examples/experiment.yaml").to_owned(),
-            Some(data.clone()),
-        ),
-        (None, None) => (
-            include_str!("../../../examples/demo-experiment.yaml").to_owned(),
-            None,
-        ),
-    };
-    let mut spec = mlci_core::ExperimentSpec::from_yaml(&text).map_err(|e| bad(e.to_string()))?;
-    let data = match data {
-        Some(dir) => dir,
-        None if args.experiment.is_some() && spec.dataset.is_some() => {
-            PathBuf::from(&spec.dataset.as_ref().expect("checked").path)
-        }
-        None => {
-            let size = spec.base_model().input_size;
-            let dir = demo_dir.join(format!("stripes-{size}"));
-            if !dir.join("validation").is_dir() {
-                tracing::info!(dir = %dir.display(), "generating the demo dataset (horizontal vs vertical stripes)");
-                let tmp = dir.with_extension("partial");
-                let _ = std::fs::remove_dir_all(&tmp);
-                synth::generate(
-                    &tmp,
-                    synth::SynthSpec {
-                        train_per_class: 600,
-                        validation_per_class: 200,
-                        size: size as u32,
-                        seed: 7,
-                    },
-                )?;
-                std::fs::rename(&tmp, &dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            }
-            dir
-        }
-    };
-    spec.dataset = Some(mlci_core::DatasetSpec {
-        path: data.display().to_string(),
-        ..spec.dataset.take().unwrap_or_default()
-    });
-    std::fs::create_dir_all(&demo_dir).with_context(|| format!("cannot create {}", demo_dir.display()))?;
-    let spec_path = demo_dir.join("experiment.json");
-    std::fs::write(
-        &spec_path,
-        serde_json::to_vec_pretty(&spec).expect("spec serialises"),
-    )
-    .with_context(|| format!("cannot write {}", spec_path.display()))?;
-    tune::cmd_tune(
-        TuneArgs {
-            spec: Some(spec_path),
-            resume: None,
-            data: None,
-            report_dir: args.report_dir,
-            git_commit: None,
-            no_mail: false,
-        },
-        cfg,
-    )
 }
 
 fn cmd_inspect(args: InspectArgs) -> anyhow::Result<()> {

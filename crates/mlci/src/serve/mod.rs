@@ -33,8 +33,11 @@ use poll::PollLoop;
 use steps::{MlciSteps, Step};
 
 pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
-    let store = Arc::new(crate::open_store(&cfg.db)?);
-    let scm = Arc::new(Scm::new(cfg.layout().scm_dir()).with_secrets(crate::config::secret_resolver()));
+    let token = crate::config::server_secret(env::TOKEN, cfg.server.token_file.as_deref())?;
+    let webhook_secret =
+        crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())?;
+    let config = server_config(&args, cfg, token.clone(), webhook_secret)?;
+    let (server, scm) = bind(cfg, config)?;
     let repos = MlciSteps::load_repos(cfg)?;
     let poll_repos: Vec<RepoSpec> = cfg
         .server
@@ -42,26 +45,6 @@ pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
         .iter()
         .filter_map(|r| repos.get(&r.name).cloned())
         .collect();
-    let token = crate::config::server_secret(env::TOKEN, cfg.server.token_file.as_deref())?;
-    let config = server_config(&args, cfg, token.clone())?;
-    let workspace_repos: Vec<RepoSpec> = repos.values().cloned().collect();
-    let steps = Arc::new(MlciSteps {
-        cfg: cfg.clone(),
-        exe: std::env::current_exe().context("cannot find the mlci binary")?,
-        scm: scm.clone(),
-        repos: Mutex::new(repos),
-        store: store.clone(),
-    });
-    let health_store = store.clone();
-    let server = Server::bind(config, store.clone() as Arc<dyn RunStore>, steps)?
-        .experiments(store.clone())
-        .readiness_check(Arc::new(|| {
-            crate::env::engine()
-                .map(drop)
-                .map_err(|e| format!("docker engine: {e:#}"))
-        }))
-        .gauges(Arc::new(move || health_gauges(health_store.as_ref())))
-        .retention_hook(retention::workspace_sweep(scm.clone(), workspace_repos));
     let addr = server.local_addr();
     let handle = server.shutdown_handle();
     let stop_polling = Arc::new(AtomicBool::new(false));
@@ -108,8 +91,40 @@ pub(crate) fn cmd_serve(args: ServeArgs, cfg: &Config) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// The service's own configuration from mlci's: address, tokens, webhook.
-fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyhow::Result<ServerConfig> {
+/// The step service of `cfg` bound to `config.listen`, not yet serving (`mlci serve`, and
+/// `mlci demo` in process), with the SCM its steps and the poller share.
+pub(crate) fn bind(cfg: &Config, config: ServerConfig) -> anyhow::Result<(Server, Arc<Scm>)> {
+    let store = Arc::new(crate::open_store(&cfg.db)?);
+    let scm = Arc::new(Scm::new(cfg.layout().scm_dir()).with_secrets(crate::config::secret_resolver()));
+    let repos = MlciSteps::load_repos(cfg)?;
+    let workspace_repos: Vec<RepoSpec> = repos.values().cloned().collect();
+    let steps = Arc::new(MlciSteps {
+        cfg: cfg.clone(),
+        exe: std::env::current_exe().context("cannot find the mlci binary")?,
+        scm: scm.clone(),
+        repos: Mutex::new(repos),
+        store: store.clone(),
+    });
+    let health_store = store.clone();
+    let server = Server::bind(config, store.clone() as Arc<dyn RunStore>, steps)?
+        .experiments(store)
+        .readiness_check(Arc::new(|| {
+            crate::env::engine()
+                .map(drop)
+                .map_err(|e| format!("docker engine: {e:#}"))
+        }))
+        .gauges(Arc::new(move || health_gauges(health_store.as_ref())))
+        .retention_hook(retention::workspace_sweep(scm.clone(), workspace_repos));
+    Ok((server, scm))
+}
+
+/// The service's own configuration from mlci's: address, token, webhook secret.
+pub(crate) fn server_config(
+    args: &ServeArgs,
+    cfg: &Config,
+    token: Option<Secret>,
+    webhook_secret: Option<Secret>,
+) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::new(cfg.layout().artifacts_dir());
     if let Some(listen) = args.listen.or(cfg.server.listen) {
         config.listen = listen;
@@ -146,9 +161,7 @@ fn server_config(args: &ServeArgs, cfg: &Config, token: Option<Secret>) -> anyho
             .build_tokens
             .insert(step.clone(), crate::config::file_secret(file)?);
     }
-    if let Some(secret) =
-        crate::config::server_secret(env::WEBHOOK_SECRET, cfg.server.webhook_secret_file.as_deref())?
-    {
+    if let Some(secret) = webhook_secret {
         config.webhook = Some(WebhookConfig {
             secret,
             repositories: cfg

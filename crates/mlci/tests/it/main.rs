@@ -1,6 +1,7 @@
 //! End-to-end tests of the `mlci` binary: exit codes, the output contract,
 //! kill-and-resume with a real SIGKILL, predict, and the demo.
 
+mod demo;
 mod exits;
 mod health;
 mod pipeline;
@@ -279,32 +280,6 @@ fn predict_prints_class_and_probability_per_image() {
         .arg(&images[0]));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["probabilities"].as_array().unwrap().len(), 2);
-}
-
-#[test]
-fn demo_tunes_on_generated_data_until_its_goal_then_reports_and_mails() {
-    let tmp = tempfile::tempdir().unwrap();
-    let o = run(mlci(tmp.path()).arg("demo"));
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "the demo meets its goal: {}",
-        stderr(&o)
-    );
-    let result = &events(&o, "experiment")[0];
-    assert_eq!(result["met"], true);
-    let acc = result["best_value"].as_f64().unwrap();
-    assert!(acc >= 0.95, "demo val_accuracy {acc}");
-    let report = Path::new(result["report"].as_str().unwrap());
-    assert!(report.is_file() && report.with_file_name("junit.xml").is_file());
-    assert!(tmp.path().join("demo/stripes-32/validation/vertical").is_dir());
-    let mails: Vec<_> = std::fs::read_dir(tmp.path().join("outbox"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(mails.len(), 1);
-    let mail = std::fs::read_to_string(&mails[0]).unwrap();
-    assert!(mail.contains("Subject:") && mail.contains("goal met"), "{mail}");
 }
 
 #[test]
