@@ -8,6 +8,10 @@ use crate::ContainerError;
 /// `docker/Dockerfile.scratch`, embedded so an installed mlci can build its own trainer image.
 pub const SCRATCH_DOCKERFILE: &str = include_str!("../../../docker/Dockerfile.scratch");
 
+/// `docker/Dockerfile.dynamic`: the trainer image from a dynamically linked mlci and the
+/// shared libraries it links.
+pub const DYNAMIC_DOCKERFILE: &str = include_str!("../../../docker/Dockerfile.dynamic");
+
 #[derive(Debug, Clone)]
 enum Source {
     File(PathBuf),
@@ -44,6 +48,20 @@ impl BuildContext {
         Self::new()
             .bytes("Dockerfile", SCRATCH_DOCKERFILE)
             .file("mlci", static_binary)
+    }
+
+    /// The trainer image's context for a dynamically linked mlci: `Dockerfile.dynamic`,
+    /// the binary as `mlci` and each of `libraries` (absolute host paths, the program
+    /// interpreter among them) at its own path under `root/`.
+    pub fn trainer_dynamic(binary: &Path, libraries: &[PathBuf]) -> Self {
+        let mut context = Self::new()
+            .bytes("Dockerfile", DYNAMIC_DOCKERFILE)
+            .file("mlci", binary);
+        for lib in libraries {
+            let inside = lib.to_string_lossy();
+            context = context.file(format!("root/{}", inside.trim_start_matches('/')), lib);
+        }
+        context
     }
 
     /// Every regular file under `dir`, named by its path relative to `dir`.
@@ -90,5 +108,80 @@ impl BuildContext {
             }
         }
         builder.into_inner().map_err(ContainerError::io("build context"))
+    }
+}
+
+/// The shared libraries `binary` links, the program interpreter included, as `ldd`
+/// (glibc's, on the host) lists them: what a `FROM scratch` image needs beside a
+/// dynamically linked program. `binary` is the operator's own (mlci, or a test's
+/// shell), never a path from a repository or a request.
+pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = std::process::Command::new("ldd")
+        .arg(binary)
+        .output()
+        .map_err(|e| {
+            format!(
+                "cannot run ldd to list the libraries of {}: {e}",
+                binary.display()
+            )
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "ldd {} failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    parse_ldd(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `libc.so.6 => /lib/…/libc.so.6 (0x…)` and `/lib64/ld-linux-x86-64.so.2 (0x…)` lines;
+/// the vDSO has no file; a library ldd could not find is an error naming it.
+fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
+    let mut libraries: Vec<PathBuf> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if line.contains("=> not found") {
+            return Err(format!("a library it links is missing on this host: {line}"));
+        }
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            let path = PathBuf::from(path);
+            if !libraries.contains(&path) {
+                libraries.push(path);
+            }
+        }
+    }
+    if libraries.is_empty() {
+        return Err("ldd listed no library (is it statically linked after all?)".into());
+    }
+    Ok(libraries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_the_libraries_and_the_interpreter() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\
+                    \tlibssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x00007f01)\n\
+                    \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f02)\n\
+                    \t/lib64/ld-linux-x86-64.so.2 (0x00007f03)\n";
+        let libs = parse_ldd(text).unwrap();
+        assert_eq!(
+            libs,
+            [
+                "/lib/x86_64-linux-gnu/libssl.so.3",
+                "/lib/x86_64-linux-gnu/libc.so.6",
+                "/lib64/ld-linux-x86-64.so.2"
+            ]
+            .map(PathBuf::from)
+        );
+        let missing = parse_ldd("\tlibfoo.so.1 => not found\n").unwrap_err();
+        assert!(missing.contains("libfoo.so.1"), "{missing}");
+        assert!(parse_ldd("\tstatically linked\n").is_err());
     }
 }

@@ -29,7 +29,7 @@ mod swarm;
 pub mod testing;
 mod trial;
 
-pub use context::{BuildContext, SCRATCH_DOCKERFILE};
+pub use context::{shared_libraries, BuildContext, DYNAMIC_DOCKERFILE, SCRATCH_DOCKERFILE};
 pub use engine::{Engine, Leftover, RunOutcome, DEFAULT_HOST};
 pub use error::ContainerError;
 pub use executor::{parse_epoch, ContainerExecutor};

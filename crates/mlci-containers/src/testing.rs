@@ -92,31 +92,18 @@ pub fn build(engine: &Arc<Engine>, context: BuildContext, dockerfile: &str, tag:
 
 /// `/bin/sh` and `/bin/sleep` with their libraries from the host, in a scratch image.
 pub fn shell_image(engine: &Arc<Engine>, test: &str) -> TestImage {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY root/ /\nUSER 65534:65534\n",
-    )
-    .unwrap();
     let mut ctx = BuildContext::new()
-        .file("Dockerfile", dir.path().join("Dockerfile"))
+        .bytes("Dockerfile", "FROM scratch\nCOPY root/ /\nUSER 65534:65534\n")
         .file("root/bin/sh", "/bin/sh")
         .file("root/bin/sleep", "/bin/sleep");
-    let ldd = std::process::Command::new("ldd")
-        .args(["/bin/sh", "/bin/sleep"])
-        .output()
-        .unwrap();
-    let mut libs: Vec<&str> = Vec::new();
-    let text = String::from_utf8_lossy(&ldd.stdout).into_owned();
-    for line in text.lines().filter(|l| !l.trim_end().ends_with(':')) {
-        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
-            if !libs.contains(&lib) {
-                libs.push(lib);
-            }
+    let mut libs = crate::shared_libraries(Path::new("/bin/sh")).unwrap();
+    for lib in crate::shared_libraries(Path::new("/bin/sleep")).unwrap() {
+        if !libs.contains(&lib) {
+            libs.push(lib);
         }
     }
     for lib in libs {
-        ctx = ctx.file(format!("root{lib}"), lib);
+        ctx = ctx.file(format!("root{}", lib.display()), lib);
     }
     build(
         engine,

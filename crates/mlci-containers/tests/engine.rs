@@ -51,6 +51,32 @@ fn connect_errors_name_where_they_looked() {
 }
 
 #[test]
+fn a_dynamically_linked_program_runs_from_scratch_with_the_libraries_ldd_lists() {
+    // What `mlci` does with its own binary when it is not static (a fresh clone's
+    // `cargo build --release`): here with the host's echo standing in for it.
+    let Some(engine) = engine() else { return };
+    let echo = std::path::Path::new("/bin/echo");
+    let libraries = mlci_containers::shared_libraries(echo).unwrap();
+    assert!(
+        libraries.iter().any(|l| l.to_string_lossy().contains("ld-linux")),
+        "{libraries:?}"
+    );
+    let image = mlci_containers::testing::build(
+        &engine,
+        BuildContext::trainer_dynamic(echo, &libraries),
+        "Dockerfile",
+        format!("mlci-trainer-test:{}-dynamic", std::process::id()),
+    );
+    let spec = ContainerSpec::new(
+        image.tag.clone(),
+        vec!["/mlci".into(), "linked and loaded".into()],
+    );
+    let (outcome, lines) = run(&engine, &spec);
+    assert_eq!(outcome.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, ["linked and loaded"]);
+}
+
+#[test]
 fn scratch_trainer_image_builds_from_the_docker_folder() {
     let Some(engine) = engine() else { return };
     let Some(bin) = static_binary() else { return };

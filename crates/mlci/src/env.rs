@@ -37,16 +37,26 @@ pub(crate) fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
     engine.ensure_image(
         &image,
         || {
-            if !is_static(&binary) {
-                return Err(mlci_containers::ContainerError::Engine {
+            if is_static(&binary) {
+                return Ok(BuildContext::trainer(&binary));
+            }
+            // A dynamically linked mlci (`cargo build --release`): the image gets the
+            // shared libraries it links too, so a fresh clone trains in containers.
+            let libraries = mlci_containers::shared_libraries(&binary).map_err(|message| {
+                mlci_containers::ContainerError::Engine {
                     what: format!("the trainer image from {}", binary.display()),
                     message: format!(
-                        "it is not statically linked; build one with scripts/build-static and point {} at it",
+                        "{message}; or build a static mlci with scripts/build-static and point {} at it",
                         env::TRAINER_BINARY
                     ),
-                });
-            }
-            Ok(BuildContext::trainer(&binary))
+                }
+            })?;
+            tracing::info!(
+                binary = %binary.display(),
+                libraries = libraries.len(),
+                "building the trainer image from a dynamically linked mlci and the libraries it links"
+            );
+            Ok(BuildContext::trainer_dynamic(&binary, &libraries))
         },
         "Dockerfile",
         &mut |line| tracing::debug!(image = %image, "{line}"),
