@@ -134,6 +134,11 @@ pub struct AlgorithmSpec {
     /// Grid: points per float (and wide int) range.
     #[serde(default = "defaults::grid_points")]
     pub grid_points: usize,
+    /// Warm start: a new experiment tries first the best configurations of the earlier
+    /// experiments with the same name and objective, and its sampler takes their trials
+    /// as history (the experiment's `prior`). On by default; `false` starts cold.
+    #[serde(default = "defaults::yes")]
+    pub warm_start: bool,
 }
 
 impl Default for AlgorithmSpec {
@@ -144,6 +149,7 @@ impl Default for AlgorithmSpec {
             startup: StartupDesign::default(),
             n_ei_candidates: defaults::ei_candidates(),
             grid_points: defaults::grid_points(),
+            warm_start: true,
         }
     }
 }
@@ -403,9 +409,39 @@ pub struct ExperimentSpec {
     pub dataset: Option<DatasetSpec>,
     #[serde(default = "defaults::seed")]
     pub seed: u64,
+    /// What earlier experiments taught, filled in by mlci when it creates the experiment
+    /// (`algorithm.warm_start`) and kept with it, so a resumed experiment suggests the
+    /// same trials; also its provenance: which experiments it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Prior>,
+}
+
+/// Earlier experiments' knowledge, for a warm start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prior {
+    /// The experiments it comes from, newest first.
+    pub experiments: Vec<String>,
+    /// Their best configurations, tried first, in this order.
+    pub seeds: Vec<crate::Params>,
+    /// Their completed trials (configuration and objective value): the sampler's history
+    /// before this experiment's own trials.
+    #[serde(default)]
+    pub trials: Vec<PriorTrial>,
+}
+
+/// One completed trial of an earlier experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorTrial {
+    pub params: crate::Params,
+    pub value: f64,
 }
 
 mod defaults {
+    pub(super) fn yes() -> bool {
+        true
+    }
     pub(super) fn metric() -> String {
         "val_accuracy".into()
     }

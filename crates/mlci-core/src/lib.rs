@@ -35,8 +35,8 @@ pub use evaluation::{
 };
 pub use experiment::{
     Algorithm, AlgorithmSpec, Budget, Condition, DatasetSpec, Direction, ExecutorKind, ExperimentSpec,
-    Objective, ParamSpec, ParamValue, Params, Prefer, PrunerSpec, SearchSpace, StartupDesign, SwarmSpec,
-    TrialTemplate,
+    Objective, ParamSpec, ParamValue, Params, Prefer, Prior, PriorTrial, PrunerSpec, SearchSpace,
+    StartupDesign, SwarmSpec, TrialTemplate,
 };
 pub use layout::{trial_dir_in, DataLayout};
 pub use markup::escape_markup;

@@ -185,6 +185,8 @@ fn spec(function_name: &str, algorithm: Algorithm, startup: StartupDesign, seed:
             startup,
             n_ei_candidates: 24,
             grid_points: 3,
+            // Each benchmark run is its own cold experiment.
+            warm_start: false,
         },
         early_stopping: None,
         budget: Budget::default(),
@@ -195,6 +197,7 @@ fn spec(function_name: &str, algorithm: Algorithm, startup: StartupDesign, seed:
         },
         dataset: None,
         seed,
+        prior: None,
     };
     spec.validate().expect("benchmark spec is valid");
     spec

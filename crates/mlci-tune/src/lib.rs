@@ -15,6 +15,7 @@ pub mod pruner;
 pub mod runner;
 pub mod sampler;
 pub mod subprocess;
+pub mod warm;
 
 pub use runner::{best_trial, now, objective_value, Progress, TuneError, TuneOptions, Tuner};
 pub use subprocess::SubprocessExecutor;

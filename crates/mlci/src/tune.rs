@@ -139,6 +139,9 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
                 });
             }
             check_dataset(&spec)?;
+            if spec.algorithm.warm_start && spec.prior.is_none() {
+                spec.prior = warm_start(&spec, store)?;
+            }
             let now = mlci_tune::now();
             let exp = ExperimentRecord {
                 id: new_id(&spec.name),
@@ -152,9 +155,45 @@ fn experiment_to_run(args: &TuneArgs, store: &SqliteStore) -> anyhow::Result<Exp
                 evaluation: None,
             };
             store.create_experiment(&exp)?;
+            if let Some(prior) = &exp.spec.prior {
+                let message = format!(
+                    "warm start from {}: {} configuration(s) tried first, {} earlier trial(s) as history",
+                    prior.experiments.join(", "),
+                    prior.seeds.len(),
+                    prior.trials.len()
+                );
+                tracing::info!(experiment = %exp.id, "{message}");
+                store.add_event(
+                    &exp.id,
+                    &mlci_core::Event {
+                        at: now,
+                        kind: "warm_start".into(),
+                        trial: None,
+                        message,
+                    },
+                )?;
+            }
             Ok(exp)
         }
     }
+}
+
+/// The prior of a new experiment: the earlier experiments of this name and objective in
+/// the store, with their trials (`algorithm.warm_start`; see `mlci_tune::warm`).
+fn warm_start(
+    spec: &mlci_core::ExperimentSpec,
+    store: &dyn Store,
+) -> anyhow::Result<Option<mlci_core::Prior>> {
+    let mut earlier = Vec::new();
+    for exp in store
+        .experiments()?
+        .into_iter()
+        .filter(|e| e.spec.name == spec.name)
+    {
+        let trials = store.trials(&exp.id)?;
+        earlier.push((exp, trials));
+    }
+    Ok(mlci_tune::warm::prior(spec, &earlier))
 }
 
 /// The container executor: connect to the Engine, build the trainer image

@@ -22,7 +22,7 @@ mod space;
 mod tpe;
 mod truncnorm;
 
-use mlci_core::{Algorithm, ExperimentSpec, Params, TrialRecord};
+use mlci_core::{Algorithm, ExperimentSpec, Params, Prior, Provenance, TrialRecord, TrialState};
 
 pub use grid::GridSampler;
 pub use grow::GrowSampler;
@@ -40,13 +40,63 @@ pub trait Sampler: Send {
     fn suggest(&mut self, number: u32, history: &[TrialRecord]) -> Option<Params>;
 }
 
-/// The sampler of `spec.algorithm`.
+/// The sampler of `spec.algorithm`, warm-started by `spec.prior` when there is one.
 pub fn sampler_for(spec: &ExperimentSpec) -> Box<dyn Sampler> {
-    match spec.algorithm.name {
+    let inner: Box<dyn Sampler> = match spec.algorithm.name {
         Algorithm::Grid => Box::new(GridSampler::new(spec)),
         Algorithm::Random => Box::new(RandomSampler::new(spec)),
         Algorithm::Tpe => Box::new(TpeSampler::new(spec)),
         Algorithm::Grow => Box::new(GrowSampler::new(spec)),
+    };
+    match &spec.prior {
+        // Only TPE models history; grid and grow read it as what this experiment tried.
+        Some(prior) if spec.algorithm.warm_start => Box::new(WarmStarted::new(spec, prior, inner)),
+        _ => inner,
+    }
+}
+
+/// A sampler after a warm start: the prior's seeds are trials 1, 2, …; then the inner
+/// sampler, given (for TPE) the prior's trials, numbered 0 (before every trial of this
+/// experiment), ahead of this experiment's own. Deterministic as the prior is kept with the spec.
+struct WarmStarted {
+    seeds: Vec<Params>,
+    prior: Vec<TrialRecord>,
+    inner: Box<dyn Sampler>,
+}
+
+impl WarmStarted {
+    /// Only what fits `spec`'s space is used: a prior is written by mlci, but a spec
+    /// could carry one of its own, and no trial may leave the search space.
+    fn new(spec: &ExperimentSpec, prior: &Prior, inner: Box<dyn Sampler>) -> Self {
+        let fits = |p: &Params| crate::warm::fits(&spec.search_space, p);
+        let with_history = spec.algorithm.name == Algorithm::Tpe;
+        let prior_trials = prior
+            .trials
+            .iter()
+            .filter(|t| with_history && fits(&t.params) && t.value.is_finite())
+            .map(|t| {
+                let mut trial = TrialRecord::new(0, t.params.clone(), Provenance::default());
+                trial.state = TrialState::Completed;
+                trial.value = Some(t.value);
+                trial
+            })
+            .collect();
+        Self {
+            seeds: prior.seeds.iter().filter(|s| fits(s)).cloned().collect(),
+            prior: prior_trials,
+            inner,
+        }
+    }
+}
+
+impl Sampler for WarmStarted {
+    fn suggest(&mut self, number: u32, history: &[TrialRecord]) -> Option<Params> {
+        if let Some(seed) = self.seeds.get(number.saturating_sub(1) as usize) {
+            return Some(seed.clone());
+        }
+        let mut all = self.prior.clone();
+        all.extend_from_slice(history);
+        self.inner.suggest(number, &all)
     }
 }
 

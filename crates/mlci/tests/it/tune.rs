@@ -541,3 +541,73 @@ fn the_chosen_model_is_evaluated_on_a_test_split_it_never_saw_and_evaluate_agree
         "{mail}"
     );
 }
+
+#[test]
+fn a_second_experiment_starts_from_the_first_ones_best_and_meets_the_goal_in_its_first_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = generated(tmp.path(), 400);
+    let space = "  training.learning_rate: { type: float, min: 0.0001, max: 0.004, log: true }\n  \
+                 filters: { type: categorical, values: [8, 16] }";
+    let spec = experiment(
+        tmp.path(),
+        &data,
+        "random",
+        space,
+        &[("goal: 0.99", "goal: 0.9"), ("max_trials: 3", "max_trials: 12")],
+    );
+    let tune = |spec: &Path| {
+        let o = run(mlci(tmp.path()).arg("tune").arg(spec));
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        events(&o, "experiment")[0].clone()
+    };
+    let first = tune(&spec);
+    let first_id = first["id"].as_str().unwrap().to_owned();
+    assert!(
+        first["best_trial"].as_u64().unwrap() > 1,
+        "the cold search met the goal at once: {first}"
+    );
+    // The same repository pushed again: its best configuration is tried first and meets
+    // the goal at once.
+    let second = tune(&spec);
+    assert_eq!(
+        (second["best_trial"].as_u64(), second["trials"].as_u64()),
+        (Some(1), Some(1)),
+        "{second}"
+    );
+    assert_eq!(second["best_params"], first["best_params"], "{second}\n{first}");
+    // Its provenance: the prior names the first experiment, and an event says so.
+    let shown = show(tmp.path(), second["id"].as_str().unwrap());
+    assert_eq!(
+        shown["experiment"]["spec"]["prior"]["experiments"][0],
+        first_id.as_str(),
+        "{shown}"
+    );
+    assert!(
+        shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "warm_start" && e["message"].as_str().unwrap().contains(&first_id)),
+        "{shown}"
+    );
+    // Switched off, an experiment starts cold: no prior, no event.
+    let cold = experiment(
+        tmp.path(),
+        &data,
+        "random",
+        space,
+        &[
+            ("goal: 0.99", "goal: 0.9"),
+            ("max_trials: 3", "max_trials: 12"),
+            ("grid_points: 2 }", "grid_points: 2, warm_start: false }"),
+        ],
+    );
+    let third = tune(&cold);
+    let shown = show(tmp.path(), third["id"].as_str().unwrap());
+    assert!(shown["experiment"]["spec"].get("prior").is_none(), "{shown}");
+    assert!(!shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "warm_start"));
+}
