@@ -49,8 +49,8 @@ pub use ports::{
 pub use run::{NewRun, Outcome, RunFilter, RunRecord, RunState};
 pub use secret::{Secret, SecretError, SecretRef, SecretResolver};
 pub use spec::{
-    limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, ModelSpec, Monitor,
-    OptimizerKind, Padding, TrainingConfig,
+    limits, Architecture, Augmentation, ConvBlock, DenseLayer, EarlyStopping, LayerShape, LrSchedule,
+    ModelSpec, Monitor, OptimizerKind, Padding, TrainingConfig,
 };
 pub use summary::ExperimentSummary;
 pub use trial::{

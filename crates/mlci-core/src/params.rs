@@ -15,13 +15,15 @@
 //! | `training.optimizer` | text | `adam`, `adamw`, `rmsprop`, `sgd` |
 //! | `training.learning_rate`, `training.weight_decay`, `training.momentum` | float | |
 //! | `training.batch_size`, `training.epochs` | int | |
+//! | `training.lr_schedule` | text | `constant`, `cosine` |
+//! | `training.warmup_epochs`, `training.label_smoothing` | float | |
 //! | `augmentation.rotation`, `.width_shift`, `.height_shift`, `.shear`, `.zoom` | float | |
 //! | `augmentation.horizontal_flip` | bool | |
 //!
 //! Order matters and is fixed: structure first (`conv_blocks`, `dense_layers`),
 //! then per-layer values, so `filters` applies to blocks `conv_blocks` added.
 
-use crate::{ConvBlock, DenseLayer, ModelSpec, OptimizerKind, ParamValue, Params, SpecError};
+use crate::{ConvBlock, DenseLayer, LrSchedule, ModelSpec, OptimizerKind, ParamValue, Params, SpecError};
 
 /// Keys [`apply_params`] understands, in the order it applies them.
 pub const MODEL_KEYS: &[&str] = &[
@@ -39,6 +41,9 @@ pub const MODEL_KEYS: &[&str] = &[
     "training.momentum",
     "training.batch_size",
     "training.epochs",
+    "training.lr_schedule",
+    "training.warmup_epochs",
+    "training.label_smoothing",
     "augmentation.rotation",
     "augmentation.width_shift",
     "augmentation.height_shift",
@@ -206,6 +211,25 @@ pub fn apply_params(base: &ModelSpec, params: &Params) -> Result<ModelSpec, Spec
     }
     if let Some(v) = get("training.epochs") {
         t.epochs = int("training.epochs", v)?;
+    }
+    if let Some(v) = get("training.lr_schedule") {
+        t.lr_schedule = match v {
+            ParamValue::Text(s) => s
+                .parse::<LrSchedule>()
+                .map_err(|e| SpecError::new(field("training.lr_schedule"), e))?,
+            other => {
+                return Err(SpecError::new(
+                    field("training.lr_schedule"),
+                    format!("expected a name, got {other}"),
+                ))
+            }
+        };
+    }
+    if let Some(v) = get("training.warmup_epochs") {
+        t.warmup_epochs = float("training.warmup_epochs", v)?;
+    }
+    if let Some(v) = get("training.label_smoothing") {
+        t.label_smoothing = float("training.label_smoothing", v)?;
     }
     let a = &mut spec.augmentation;
     for (key, slot) in [

@@ -125,6 +125,69 @@ pub struct TrainingConfig {
     pub seed: u64,
     #[serde(default)]
     pub early_stopping: Option<EarlyStopping>,
+    /// The learning rate over training: `constant` (the default) or `cosine` (from
+    /// `learning_rate` down to 0 over the run's updates).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Epochs (a fraction allowed) over which the learning rate rises linearly from near 0
+    /// to `learning_rate` first (default 0: none).
+    #[serde(default)]
+    pub warmup_epochs: f64,
+    /// Label smoothing ε in [0, 0.5): the training loss aims at 1-ε for the true class
+    /// and spreads ε over all classes (default 0: plain cross-entropy).
+    #[serde(default)]
+    pub label_smoothing: f64,
+}
+
+/// How the learning rate moves over training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+}
+
+impl LrSchedule {
+    pub const ALL: [LrSchedule; 2] = [Self::Constant, Self::Cosine];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Constant => "constant",
+            Self::Cosine => "cosine",
+        }
+    }
+}
+
+impl std::str::FromStr for LrSchedule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("unknown learning-rate schedule `{s}` (expected constant or cosine)"))
+    }
+}
+
+impl TrainingConfig {
+    /// The factor on `learning_rate` for update `step` (0-based) of a run with
+    /// `steps_per_epoch` updates an epoch: the linear warm-up, then the schedule.
+    pub fn lr_factor(&self, step: u64, steps_per_epoch: usize) -> f64 {
+        let per_epoch = steps_per_epoch.max(1) as f64;
+        let step = step as f64;
+        let warmup = self.warmup_epochs * per_epoch;
+        if step < warmup {
+            return (step + 1.0) / warmup;
+        }
+        match self.lr_schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let span = (self.epochs as f64 * per_epoch - warmup).max(1.0);
+                let progress = ((step - warmup) / span).clamp(0.0, 1.0);
+                0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
 }
 
 impl Default for TrainingConfig {
@@ -138,6 +201,9 @@ impl Default for TrainingConfig {
             epochs: defaults::epochs(),
             seed: defaults::seed(),
             early_stopping: None,
+            lr_schedule: LrSchedule::Constant,
+            warmup_epochs: 0.0,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -331,6 +397,18 @@ impl ModelSpec {
             return Err(SpecError::new(
                 "training.learning_rate",
                 format!("must be in (0, 10], got {}", t.learning_rate),
+            ));
+        }
+        if !(t.warmup_epochs.is_finite() && (0.0..=t.epochs as f64).contains(&t.warmup_epochs)) {
+            return Err(SpecError::new(
+                "training.warmup_epochs",
+                format!("must be in [0, epochs = {}], got {}", t.epochs, t.warmup_epochs),
+            ));
+        }
+        if !(t.label_smoothing.is_finite() && (0.0..0.5).contains(&t.label_smoothing)) {
+            return Err(SpecError::new(
+                "training.label_smoothing",
+                format!("must be in [0, 0.5), got {}", t.label_smoothing),
             ));
         }
         if !(t.weight_decay.is_finite() && (0.0..1.0).contains(&t.weight_decay)) {

@@ -130,3 +130,41 @@ fn example_specs_in_the_repo_are_valid() {
         ModelSpec::from_json(text).unwrap().architecture(2).unwrap();
     }
 }
+
+#[test]
+fn learning_rate_schedules_warm_up_then_follow_the_schedule() {
+    use mlci_core::{LrSchedule, TrainingConfig};
+    let mut t = TrainingConfig {
+        epochs: 10,
+        warmup_epochs: 1.0,
+        ..TrainingConfig::default()
+    };
+    // 4 updates an epoch: warm-up over the first 4, then constant.
+    let factors: Vec<f64> = (0..6).map(|s| t.lr_factor(s, 4)).collect();
+    assert_eq!(factors, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]);
+    t.lr_schedule = LrSchedule::Cosine;
+    assert_eq!(t.lr_factor(4, 4), 1.0, "the cosine starts where the warm-up ends");
+    assert!(
+        (t.lr_factor(4 + 18, 4) - 0.5).abs() < 1e-12,
+        "half-way: half the rate"
+    );
+    assert!(t.lr_factor(39, 4) < 0.01, "near 0 at the last update");
+    t.warmup_epochs = 0.0;
+    assert_eq!(t.lr_factor(0, 4), 1.0);
+    for (json, field) in [
+        (r#"{"training": {"warmup_epochs": -1}}"#, "training.warmup_epochs"),
+        (
+            r#"{"training": {"epochs": 2, "warmup_epochs": 3}}"#,
+            "training.warmup_epochs",
+        ),
+        (
+            r#"{"training": {"label_smoothing": 0.5}}"#,
+            "training.label_smoothing",
+        ),
+    ] {
+        assert!(field_of(json).contains(field), "{json}: {}", field_of(json));
+    }
+    // An unknown schedule is a parse error naming the value, as an unknown optimizer is.
+    let e = ModelSpec::from_json(r#"{"training":{"lr_schedule":"step"}}"#).unwrap_err();
+    assert!(e.message.contains("step"), "{e}");
+}

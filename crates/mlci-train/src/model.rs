@@ -282,11 +282,17 @@ fn dropout(x: &Tensor, p: f32, rng: &mut Pcg64) -> candle_core::Result<Tensor> {
 /// Two classes: one logit, numerically stable binary cross-entropy
 /// (`max(z,0) - z*y + log(1 + e^-|z|)`; candle's own gives NaN for large
 /// logits). More: softmax cross-entropy.
-pub fn loss_and_correct(logits: &Tensor, labels: &[u32]) -> candle_core::Result<(Tensor, usize)> {
+pub fn loss_and_correct(
+    logits: &Tensor,
+    labels: &[u32],
+    smoothing: f64,
+) -> candle_core::Result<(Tensor, usize)> {
     let device = logits.device();
     if logits.dim(1)? == 1 {
         let z = logits.squeeze(1)?;
-        let y = Tensor::from_iter(labels.iter().map(|&l| l as f32), device)?;
+        // Label smoothing on a sigmoid: the targets move from {0, 1} to {ε/2, 1-ε/2}.
+        let eps = smoothing as f32;
+        let y = Tensor::from_iter(labels.iter().map(|&l| l as f32 * (1.0 - eps) + eps / 2.0), device)?;
         let loss = (z.relu()? - (&z * &y)?)?
             .add(&(z.abs()?.neg()?.exp()? + 1.0)?.log()?)?
             .mean_all()?;
@@ -299,7 +305,15 @@ pub fn loss_and_correct(logits: &Tensor, labels: &[u32]) -> candle_core::Result<
         Ok((loss, correct))
     } else {
         let y = Tensor::from_slice(labels, labels.len(), device)?;
-        let loss = candle_nn::loss::cross_entropy(logits, &y)?;
+        let loss = if smoothing > 0.0 {
+            // (1-ε)·cross-entropy + ε·(mean over classes of -log p): the uniform part.
+            let log_p = candle_nn::ops::log_softmax(logits, 1)?;
+            let nll = candle_nn::loss::nll(&log_p, &y)?;
+            let uniform = log_p.mean_all()?.neg()?;
+            ((nll * (1.0 - smoothing))? + (uniform * smoothing)?)?
+        } else {
+            candle_nn::loss::cross_entropy(logits, &y)?
+        };
         let pred = logits.argmax(1)?.to_vec1::<u32>()?;
         let correct = pred.iter().zip(labels).filter(|(p, l)| p == l).count();
         Ok((loss, correct))
@@ -313,5 +327,40 @@ pub fn probabilities(logits: &Tensor) -> candle_core::Result<Tensor> {
         Tensor::cat(&[(1.0 - &p1)?, p1], 1)
     } else {
         candle_nn::ops::softmax(logits, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn label_smoothing_mixes_cross_entropy_with_the_uniform_target() {
+        let logits = Tensor::new(&[[2.0f32, 0.0, -1.0], [0.5, 0.5, 3.0]], &Device::Cpu).unwrap();
+        let labels = [0u32, 2];
+        let plain = |eps: f64| -> f64 {
+            let (loss, correct) = loss_and_correct(&logits, &labels, eps).unwrap();
+            assert_eq!(correct, 2);
+            f64::from(loss.to_scalar::<f32>().unwrap())
+        };
+        // By hand: log-softmax of each row, the true class's and the mean over classes.
+        let rows = [[2.0f64, 0.0, -1.0], [0.5, 0.5, 3.0]];
+        let (mut nll, mut uniform) = (0.0, 0.0);
+        for (row, &label) in rows.iter().zip(&labels) {
+            let lse = row.iter().map(|z| z.exp()).sum::<f64>().ln();
+            nll -= row[label as usize] - lse;
+            uniform -= row.iter().map(|z| z - lse).sum::<f64>() / 3.0;
+        }
+        let (nll, uniform) = (nll / 2.0, uniform / 2.0);
+        assert!((plain(0.0) - nll).abs() < 1e-5);
+        assert!((plain(0.1) - (0.9 * nll + 0.1 * uniform)).abs() < 1e-5);
+        // Binary: targets ε/2 and 1-ε/2 in the logistic loss.
+        let z = Tensor::new(&[[1.5f32], [-0.5]], &Device::Cpu).unwrap();
+        let (loss, _) = loss_and_correct(&z, &[1, 0], 0.2).unwrap();
+        let bce = |z: f64, y: f64| z.max(0.0) - z * y + (1.0 + (-z.abs()).exp()).ln();
+        let want = (bce(1.5, 0.9) + bce(-0.5, 0.1)) / 2.0;
+        assert!((f64::from(loss.to_scalar::<f32>().unwrap()) - want).abs() < 1e-5);
     }
 }

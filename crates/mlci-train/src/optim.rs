@@ -106,6 +106,11 @@ impl Optimizer {
         }
     }
 
+    /// The learning rate of the next updates (the schedule moves it between them).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr as f32;
+    }
+
     /// Apply one update from the gradients of a backward pass.
     pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.step += 1;

@@ -188,8 +188,9 @@ pub fn train(
             let x = train_batch(&data.train, chunk, spec, &seeds)?;
             let labels: Vec<u32> = chunk.iter().map(|&i| data.train.labels[i]).collect();
             let logits = model.forward(&x, true, &mut rng)?;
-            let (loss, ok) = loss_and_correct(&logits, &labels)?;
+            let (loss, ok) = loss_and_correct(&logits, &labels, cfg.label_smoothing)?;
             let grads = loss.backward()?;
+            optimizer.set_learning_rate(cfg.learning_rate * cfg.lr_factor(optimizer.step, batches));
             optimizer.step(&grads)?;
             let loss = f64::from(loss.to_scalar::<f32>()?);
             if !loss.is_finite() {
@@ -423,7 +424,7 @@ pub fn evaluate(model: &Cnn, set: &ImageSet) -> candle_core::Result<(f64, f64)> 
     while start < set.len() {
         let end = (start + EVAL_BATCH).min(set.len());
         let logits = model.forward(&plain_batch(set, start..end)?, false, &mut rng)?;
-        let (loss, ok) = loss_and_correct(&logits, &set.labels[start..end])?;
+        let (loss, ok) = loss_and_correct(&logits, &set.labels[start..end], 0.0)?;
         loss_sum += f64::from(loss.to_scalar::<f32>()?) * (end - start) as f64;
         correct += ok;
         start = end;
