@@ -76,6 +76,17 @@ fn float(key: &str, v: &ParamValue) -> Result<f64, SpecError> {
     }
 }
 
+/// A name parsed as `T` (an optimizer, a schedule).
+fn named<T: std::str::FromStr<Err = String>>(key: &str, v: &ParamValue) -> Result<T, SpecError> {
+    match v {
+        ParamValue::Text(s) => s.parse::<T>().map_err(|e| SpecError::new(field(key), e)),
+        other => Err(SpecError::new(
+            field(key),
+            format!("expected a name, got {other}"),
+        )),
+    }
+}
+
 fn boolean(key: &str, v: &ParamValue) -> Result<bool, SpecError> {
     match v {
         ParamValue::Bool(b) => Ok(*b),
@@ -185,17 +196,7 @@ pub fn apply_params(base: &ModelSpec, params: &Params) -> Result<ModelSpec, Spec
     }
     let t = &mut spec.training;
     if let Some(v) = get("training.optimizer") {
-        t.optimizer = match v {
-            ParamValue::Text(s) => s
-                .parse::<OptimizerKind>()
-                .map_err(|e| SpecError::new(field("training.optimizer"), e))?,
-            other => {
-                return Err(SpecError::new(
-                    field("training.optimizer"),
-                    format!("expected a name, got {other}"),
-                ))
-            }
-        };
+        t.optimizer = named::<OptimizerKind>("training.optimizer", v)?;
     }
     if let Some(v) = get("training.learning_rate") {
         t.learning_rate = float("training.learning_rate", v)?;
@@ -213,17 +214,7 @@ pub fn apply_params(base: &ModelSpec, params: &Params) -> Result<ModelSpec, Spec
         t.epochs = int("training.epochs", v)?;
     }
     if let Some(v) = get("training.lr_schedule") {
-        t.lr_schedule = match v {
-            ParamValue::Text(s) => s
-                .parse::<LrSchedule>()
-                .map_err(|e| SpecError::new(field("training.lr_schedule"), e))?,
-            other => {
-                return Err(SpecError::new(
-                    field("training.lr_schedule"),
-                    format!("expected a name, got {other}"),
-                ))
-            }
-        };
+        t.lr_schedule = named::<LrSchedule>("training.lr_schedule", v)?;
     }
     if let Some(v) = get("training.warmup_epochs") {
         t.warmup_epochs = float("training.warmup_epochs", v)?;

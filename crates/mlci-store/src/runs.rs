@@ -56,6 +56,11 @@ fn query_one(
     }
 }
 
+/// Fixed words (an enum's `as_str`, never request text) as an SQL list: `'a', 'b'`.
+fn words<'w>(words: impl Iterator<Item = &'w str>) -> String {
+    words.map(|w| format!("'{w}'")).collect::<Vec<_>>().join(", ")
+}
+
 /// The queue number of run `id`, or a fault naming it.
 fn seq_of(tx: &Transaction<'_>, id: &str) -> Result<i64, Fault> {
     tx.prepare_cached("SELECT seq FROM runs WHERE id = ?1")?
@@ -178,24 +183,15 @@ impl RunStore for SqliteStore {
         self.read(
             || "list runs".to_owned(),
             |tx| {
-                // States are fixed words (RunState::as_str), never request text.
+                // States and outcomes are fixed words (`as_str`), never request text.
                 let mut sql = format!("{RUN_SELECT} WHERE (?1 IS NULL OR step = ?1)");
                 if !filter.states.is_empty() {
-                    let states: Vec<String> = filter
-                        .states
-                        .iter()
-                        .map(|s| format!("'{}'", s.as_str()))
-                        .collect();
-                    sql.push_str(&format!(" AND state IN ({})", states.join(", ")));
+                    let states = words(filter.states.iter().map(|s| s.as_str()));
+                    sql.push_str(&format!(" AND state IN ({states})"));
                 }
                 if !filter.outcomes.is_empty() {
-                    // Fixed words too (Outcome::as_str).
-                    let outcomes: Vec<String> = filter
-                        .outcomes
-                        .iter()
-                        .map(|o| format!("'{}'", o.as_str()))
-                        .collect();
-                    sql.push_str(&format!(" AND outcome IN ({})", outcomes.join(", ")));
+                    let outcomes = words(filter.outcomes.iter().map(|o| o.as_str()));
+                    sql.push_str(&format!(" AND outcome IN ({outcomes})"));
                 }
                 let order = if filter.oldest_first { "ASC" } else { "DESC" };
                 sql.push_str(&format!(" ORDER BY seq {order} LIMIT ?2"));
@@ -238,13 +234,12 @@ impl RunStore for SqliteStore {
         self.write(
             || format!("remove {} runs", ids.len()),
             |tx| {
-                // Finished states are fixed words (RunState::as_str), never request text.
-                let finished: Vec<String> = RunState::ALL
-                    .iter()
-                    .filter(|s| s.is_finished())
-                    .map(|s| format!("'{}'", s.as_str()))
-                    .collect();
-                let finished = finished.join(", ");
+                let finished = words(
+                    RunState::ALL
+                        .iter()
+                        .filter(|s| s.is_finished())
+                        .map(|s| s.as_str()),
+                );
                 let (mut runs, mut bytes) = (0u64, 0u64);
                 for id in ids {
                     let Some((seq, size)) = tx
