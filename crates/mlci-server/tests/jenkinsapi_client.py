@@ -1,7 +1,9 @@
 """Drive mlci serve's Jenkins-compatible API with jenkinsapi, unpatched: construct, list
 jobs, build with parameters, block until complete, read console and status.
 
-Usage: python3 jenkinsapi_client.py URL TOKEN. Exits non-zero (with a message) on any mismatch.
+Usage: python3 jenkinsapi_client.py URL TOKEN [serve]. Exits non-zero (with a message) on any
+mismatch. With `serve`, the server is a real `mlci serve` (its steps are the jobs; the failing
+test job `fail` is not there).
 """
 import sys
 
@@ -10,12 +12,17 @@ from jenkinsapi.jenkins import Jenkins
 
 def main():
     url, token = sys.argv[1].rstrip("/"), sys.argv[2]
+    real_serve = sys.argv[3:] == ["serve"]
     # Construction reads /api/python?tree=jobs[name,color,url] (ast-evaluated).
     server = Jenkins(url, username="ci", password=token, timeout=30)
     assert server.version == "2.462.3", server.version
 
     names = sorted(server.keys())
     assert "noop" in names, names
+    if real_serve:
+        want = ["health-check", "noop", "notify", "pipeline", "provision", "scm-sync", "train", "tune"]
+        assert names == want, names
+        assert "commit" in server.get_job("train").get_params_list()
     job = server.get_job("noop")
     assert job.has_params(), job
     assert job.get_params_list() == ["sleep_ms"], job.get_params_list()
@@ -35,6 +42,10 @@ def main():
     console = build.get_console()
     assert "noop: sleeping 300 ms" in console, console
     assert console.rstrip().endswith("Finished: SUCCESS"), console
+
+    if real_serve:
+        print("all checks passed")
+        return
 
     # A failing build of a job without parameters (invoke posts to /build): its
     # status, and the permalinks of both jobs.

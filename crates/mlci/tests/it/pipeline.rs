@@ -504,4 +504,25 @@ fn python_jenkins_drives_every_step_as_a_jenkins_job() {
         std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default()
     );
     assert!(out.contains("python-jenkins: every job passed"), "{out}");
+    // jenkinsapi, unpatched, against the same real `mlci serve`.
+    let have = Command::new("python3").args(["-c", "import jenkinsapi"]).status();
+    assert!(
+        have.is_ok_and(|s| s.success()),
+        "this test needs jenkinsapi: python3 -m pip install jenkinsapi==0.3.23"
+    );
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mlci-server/tests/jenkinsapi_client.py");
+    let o = Command::new("python3")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("pj-token")
+        .arg("serve")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && out.contains("all checks passed"),
+        "{out}\n{}\n--- mlci serve ---\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(tmp.path().join("serve.log")).unwrap_or_default()
+    );
 }
