@@ -162,6 +162,10 @@ pub struct RunFilter {
     pub limit: Option<usize>,
     /// Oldest first instead of newest first (Jenkins' `firstBuild`).
     pub oldest_first: bool,
+    /// Only runs whose build number is below this (Jenkins' `previousBuild`).
+    pub number_below: Option<u64>,
+    /// Only runs whose build number is above this (Jenkins' `nextBuild`).
+    pub number_above: Option<u64>,
 }
 
 #[cfg(test)]

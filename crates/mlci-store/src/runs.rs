@@ -193,6 +193,7 @@ impl RunStore for SqliteStore {
                     let outcomes = words(filter.outcomes.iter().map(|o| o.as_str()));
                     sql.push_str(&format!(" AND outcome IN ({outcomes})"));
                 }
+                sql.push_str(" AND (?3 IS NULL OR number < ?3) AND (?4 IS NULL OR number > ?4)");
                 let order = if filter.oldest_first { "ASC" } else { "DESC" };
                 sql.push_str(&format!(" ORDER BY seq {order} LIMIT ?2"));
                 let limit = match filter.limit {
@@ -200,7 +201,9 @@ impl RunStore for SqliteStore {
                     None => -1,
                 };
                 let mut stmt = tx.prepare(&sql)?;
-                let mut rows = stmt.query(params![filter.step, limit])?;
+                let below = filter.number_below.map(|n| signed(n, "number")).transpose()?;
+                let above = filter.number_above.map(|n| signed(n, "number")).transpose()?;
+                let mut rows = stmt.query(params![filter.step, limit, below, above])?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next()? {
                     out.push(run_from_row(row)?);

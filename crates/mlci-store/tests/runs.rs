@@ -125,6 +125,25 @@ fn updates_round_trip_and_filters_select() {
     };
     assert_eq!(by_outcome(vec![Outcome::Success, Outcome::Unstable]), vec![1]);
     assert_eq!(by_outcome(vec![Outcome::Failure]), Vec::<u64>::new());
+    let around = |below: Option<u64>, above: Option<u64>| {
+        store
+            .runs(&RunFilter {
+                step: Some("noop".into()),
+                number_below: below,
+                number_above: above,
+                ..RunFilter::default()
+            })
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (
+            around(Some(1), None),
+            around(Some(2), None),
+            around(None, Some(0))
+        ),
+        (0, 1, 1)
+    );
 
     let mut ghost = run.clone();
     ghost.id = "r-000777".into();

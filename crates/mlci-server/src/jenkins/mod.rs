@@ -640,19 +640,21 @@ async fn estimated_duration(state: &AppState, job: &str) -> Result<i64, ApiError
     })
 }
 
-/// `previousBuild`/`nextBuild`: the build numbered one less or more, when kept.
-async fn neighbour(
-    state: &AppState,
-    base: &str,
-    run: &RunRecord,
-    number: Option<u64>,
-) -> Result<Value, ApiError> {
-    let Some(number) = number.filter(|n| *n >= 1) else {
-        return Ok(Value::Null);
+/// `previousBuild`/`nextBuild`: the nearest kept build before or after `run` (retention
+/// may have removed the one numbered one less).
+async fn neighbour(state: &AppState, base: &str, run: &RunRecord, next: bool) -> Result<Value, ApiError> {
+    let filter = RunFilter {
+        step: Some(run.step.clone()),
+        limit: Some(1),
+        oldest_first: next,
+        number_below: (!next).then_some(run.number),
+        number_above: next.then_some(run.number),
+        ..RunFilter::default()
     };
-    let step = run.step.clone();
-    let found = state.db(move |s| s.run_by_number(&step, number)).await?;
-    Ok(found.map_or(Value::Null, |r| build_ref(base, &r)))
+    Ok(runs(state, filter)
+        .await?
+        .first()
+        .map_or(Value::Null, |r| build_ref(base, r)))
 }
 
 async fn build_value(state: &AppState, base: &str, run: &RunRecord) -> Result<Value, ApiError> {
@@ -663,8 +665,8 @@ async fn build_value(state: &AppState, base: &str, run: &RunRecord) -> Result<Va
         .iter()
         .map(|(name, _)| json!({"displayPath": name, "fileName": name, "relativePath": name}))
         .collect();
-    let previous = neighbour(state, base, run, run.number.checked_sub(1)).await?;
-    let next = neighbour(state, base, run, run.number.checked_add(1)).await?;
+    let previous = neighbour(state, base, run, false).await?;
+    let next = neighbour(state, base, run, true).await?;
     Ok(json!({
         "_class": "hudson.model.FreeStyleBuild",
         "actions": [

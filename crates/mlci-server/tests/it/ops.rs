@@ -347,6 +347,12 @@ fn retention_removes_old_runs_with_their_logs_artifacts_and_keys_and_disk_stays_
         server.get("/job/artifacts/api/json").json()["firstBuild"]["number"],
         22
     );
+    // Builds link to the nearest kept ones: 22's previous build was removed.
+    let build = server.get("/job/artifacts/23/api/json").json();
+    assert_eq!(build["previousBuild"]["number"], 22, "{build}");
+    assert_eq!(build["nextBuild"]["number"], 24, "{build}");
+    let oldest = server.get("/job/artifacts/22/api/json").json();
+    assert!(oldest["previousBuild"].is_null(), "{oldest}");
     // Disk stays flat: the last round takes no more room than the first.
     let (first, last) = (sizes[0], sizes[sizes.len() - 1]);
     assert!(last.0 <= first.0, "artifacts grew: {sizes:?}");
@@ -367,4 +373,55 @@ fn retention_removes_old_runs_with_their_logs_artifacts_and_keys_and_disk_stays_
     assert_eq!(removed("runs"), 21.0);
     assert!(removed("artifact_bytes") >= 21.0 * 600_000.0);
     assert!(removed("log_bytes") > 0.0);
+}
+
+#[test]
+fn retention_keeps_the_last_good_run_and_builds_link_across_the_gap() {
+    let server = TestServer::start_with(|c| {
+        c.retention.keep_runs = Some(2);
+        c.retention.interval = Duration::from_millis(50);
+    });
+    // noop #1 succeeds; #2, #3 and #4 are cancelled (ABORTED).
+    let id = server.post_step("noop", r#"{"sleep_ms": 1}"#, None).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.wait_finished(&id);
+    for _ in 0..3 {
+        let id = server.post_step("noop", r#"{"sleep_ms": 60000}"#, None).json()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let cancel = crate::send(
+            crate::agent()
+                .delete(&format!("{}/api/v1/runs/{id}", server.url))
+                .set("Authorization", &format!("Bearer {}", crate::TOKEN)),
+            None,
+        );
+        assert_eq!(cancel.status, 202);
+        server.wait_finished(&id);
+    }
+    // Keep 2: the newest two (#4, #3) and the last successful and stable one (#1).
+    let until = Instant::now() + Duration::from_secs(10);
+    while server.get("/job/noop/2/api/json").status != 404 {
+        assert!(Instant::now() < until, "retention did not remove build 2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let numbers: Vec<u64> = server
+        .get("/api/v1/runs?step=noop")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, [4, 3, 1]);
+    assert_eq!(
+        server.get("/job/noop/lastSuccessfulBuild/api/json").json()["number"],
+        1
+    );
+    let third = server.get("/job/noop/3/api/json").json();
+    assert_eq!(third["previousBuild"]["number"], 1, "{third}");
+    let first = server.get("/job/noop/1/api/json").json();
+    assert_eq!(first["nextBuild"]["number"], 3, "{first}");
 }
