@@ -77,7 +77,7 @@ pub use steps::{
     StepOutput, StepSet, Steps,
 };
 pub use trigger::{JenkinsTarget, JENKINS_TRIGGER_STEP};
-pub use webhook::signature_valid;
+pub use webhook::{signature, signature_valid};
 
 use error::ApiError;
 use state::{AppState, Inner};

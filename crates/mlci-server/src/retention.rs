@@ -124,21 +124,25 @@ fn remove_artifacts(dir: &Path) -> (u64, u64) {
     (files, bytes)
 }
 
-/// One sweep over every step's runs (on a blocking thread).
-pub(crate) fn sweep(state: &AppState, hook: Option<&RetentionHook>) -> Result<Removed, StoreError> {
+/// One sweep over every step's runs (on a blocking thread); `first` at the service's start.
+pub(crate) fn sweep(
+    state: &AppState,
+    hook: Option<&RetentionHook>,
+    first: bool,
+) -> Result<Removed, StoreError> {
     let config = &state.config.retention;
     let mut removed = Removed::default();
     if !config.enabled() {
         return Ok(removed);
     }
     let now = now();
-    let mut steps: Vec<String> = state
+    // Each step once, whatever order the counts come in.
+    let steps: std::collections::BTreeSet<String> = state
         .store
         .run_counts()?
         .into_iter()
         .map(|(step, _, _)| step)
         .collect();
-    steps.dedup();
     for step in steps {
         let runs = state.store.runs(&RunFilter {
             step: Some(step.clone()),
@@ -159,7 +163,9 @@ pub(crate) fn sweep(state: &AppState, hook: Option<&RetentionHook>) -> Result<Re
         }
         tracing::info!(step = %step, runs = count, log_bytes, "retention removed old runs");
     }
-    if let Some(hook) = hook {
+    // Workspaces lose their last user only when runs go (or were left by a previous
+    // process: the first sweep).
+    if let Some(hook) = hook.filter(|_| first || removed.runs > 0) {
         let kept = state.store.runs(&RunFilter::default())?;
         removed.workspaces = hook(&kept);
     }
@@ -174,11 +180,12 @@ pub(crate) async fn run(state: AppState, hook: Option<RetentionHook>) {
     }
     let mut tick = tokio::time::interval(state.config.retention.interval.max(Duration::from_millis(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tick.tick().await;
         let (state, hook) = (state.clone(), hook.clone());
-        match tokio::task::spawn_blocking(move || sweep(&state, hook.as_ref())).await {
-            Ok(Ok(_)) => {}
+        match tokio::task::spawn_blocking(move || sweep(&state, hook.as_ref(), first)).await {
+            Ok(Ok(_)) => first = false,
             Ok(Err(e)) => tracing::warn!(error = %e, "retention sweep failed; retrying at the next one"),
             Err(e) => tracing::warn!(error = %e, "retention sweep panicked"),
         }

@@ -38,6 +38,16 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The `X-Hub-Signature-256` value GitHub sends with `body` under `secret`:
+/// `sha256=<hex of the HMAC-SHA256>` (for callers that deliver pushes: `mlci demo`).
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
 /// Whether `header` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
 pub fn signature_valid(secret: &[u8], body: &[u8], header: &str) -> bool {
     let Some(expected) = header.trim().strip_prefix("sha256=").and_then(hex_decode) else {
@@ -246,6 +256,10 @@ mod tests {
             &header[..20]
         ));
         assert!(!signature_valid(b"x", b"Hello, World!", "sha1=abc"));
+        // What `signature` makes, `signature_valid` accepts, and only under that secret.
+        let made = signature(b"s3cret", b"{\"ref\": \"main\"}");
+        assert!(signature_valid(b"s3cret", b"{\"ref\": \"main\"}", &made));
+        assert!(!signature_valid(b"other", b"{\"ref\": \"main\"}", &made));
         assert!(!signature_valid(b"x", b"", "sha256=zz"));
     }
 

@@ -696,11 +696,7 @@ fn answer(
 
 /// `sha256=<hex>`: the HMAC-SHA256 of `body` under `secret`, as GitHub signs.
 fn signature(secret: &Secret, body: &[u8]) -> String {
-    use hmac::Mac;
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(body);
-    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+    mlci_server::signature(secret.expose().as_bytes(), body)
 }
 
 fn run_id(body: &str) -> anyhow::Result<String> {

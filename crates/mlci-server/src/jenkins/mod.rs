@@ -500,10 +500,17 @@ fn parameter_definitions(state: &AppState, job: &str) -> Vec<Value> {
 }
 
 /// A build in a list: a `{_class, number, url}` reference, or the whole build when the
-/// request's depth or tree asks for more.
-async fn build_entry(state: &AppState, base: &str, run: &RunRecord, full: bool) -> Result<Value, ApiError> {
+/// request's depth or tree asks for more (`estimated`: the job's estimated duration,
+/// the same for each of its builds, so asked once a job).
+async fn build_entry(
+    state: &AppState,
+    base: &str,
+    run: &RunRecord,
+    full: bool,
+    estimated: i64,
+) -> Result<Value, ApiError> {
     if full {
-        build_value(state, base, run).await
+        build_value(state, base, run, estimated).await
     } else {
         Ok(build_ref(base, run))
     }
@@ -521,10 +528,11 @@ async fn job_value(state: &AppState, base: &str, job: &str, api: &Api) -> Result
         },
     )
     .await?;
+    let estimated = estimated_duration(state, job).await?;
     let full = api.expand("builds", &REF);
     let mut builds = Vec::new();
     for run in &newest {
-        builds.push(build_entry(state, base, run, full).await?);
+        builds.push(build_entry(state, base, run, full, estimated).await?);
     }
     if api.names("allBuilds") {
         let all = runs(
@@ -538,13 +546,13 @@ async fn job_value(state: &AppState, base: &str, job: &str, api: &Api) -> Result
         let full = api.expand("allBuilds", &REF);
         let mut list = Vec::new();
         for run in &all {
-            list.push(build_entry(state, base, run, full).await?);
+            list.push(build_entry(state, base, run, full, estimated).await?);
         }
         out.insert("allBuilds".into(), Value::Array(list));
     }
     for (name, link) in Permalink::ALL {
         let value = match permalink(state, job, link).await? {
-            Some(run) => build_entry(state, base, &run, api.expand(name, &REF)).await?,
+            Some(run) => build_entry(state, base, &run, api.expand(name, &REF), estimated).await?,
             None => Value::Null,
         };
         out.insert(name.into(), value);
@@ -657,7 +665,12 @@ async fn neighbour(state: &AppState, base: &str, run: &RunRecord, next: bool) ->
         .map_or(Value::Null, |r| build_ref(base, r)))
 }
 
-async fn build_value(state: &AppState, base: &str, run: &RunRecord) -> Result<Value, ApiError> {
+async fn build_value(
+    state: &AppState,
+    base: &str,
+    run: &RunRecord,
+    estimated: i64,
+) -> Result<Value, ApiError> {
     let building = !run.state.is_finished();
     let start = run.started_at.unwrap_or(run.created_at);
     let files = artifacts(state, run).await?;
@@ -681,7 +694,7 @@ async fn build_value(state: &AppState, base: &str, run: &RunRecord) -> Result<Va
         "description": run.error,
         "displayName": format!("#{}", run.number),
         "duration": duration_ms(run),
-        "estimatedDuration": estimated_duration(state, &run.step).await?,
+        "estimatedDuration": estimated,
         "executor": if building { json!({"_class": "hudson.model.Executor"}) } else { Value::Null },
         "fullDisplayName": format!("{} #{}", run.step, run.number),
         "id": run.number.to_string(),
@@ -708,7 +721,8 @@ async fn build_info(
     api: Api,
 ) -> JResult {
     let run = find_build(&state, &job, &n).await?;
-    let value = build_value(&state, &state.base_url(&headers), &run).await?;
+    let estimated = estimated_duration(&state, &run.step).await?;
+    let value = build_value(&state, &state.base_url(&headers), &run, estimated).await?;
     api.respond(value)
 }
 
