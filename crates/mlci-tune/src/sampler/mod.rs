@@ -94,6 +94,9 @@ impl Sampler for WarmStarted {
         if let Some(seed) = self.seeds.get(number.saturating_sub(1) as usize) {
             return Some(seed.clone());
         }
+        if self.prior.is_empty() {
+            return self.inner.suggest(number, history);
+        }
         let mut all = self.prior.clone();
         all.extend_from_slice(history);
         self.inner.suggest(number, &all)
