@@ -139,6 +139,13 @@ pub struct AlgorithmSpec {
     /// as history (the experiment's `prior`). On by default; `false` starts cold.
     #[serde(default = "defaults::yes")]
     pub warm_start: bool,
+    /// TPE and random search: trial 1 is the base model (`trial.model`) as a point of the
+    /// search space (`mlci_core::base_params`), as Keras Tuner's first trial takes every
+    /// hyperparameter's default: a known-good model is measured before anything is drawn.
+    /// Skipped when the base model is not a point of the space, or when a warm start has
+    /// earlier best configurations to try first. On by default; `false` draws trial 1.
+    #[serde(default = "defaults::yes")]
+    pub base_first: bool,
 }
 
 impl Default for AlgorithmSpec {
@@ -150,6 +157,7 @@ impl Default for AlgorithmSpec {
             n_ei_candidates: defaults::ei_candidates(),
             grid_points: defaults::grid_points(),
             warm_start: true,
+            base_first: true,
         }
     }
 }

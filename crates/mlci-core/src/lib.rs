@@ -41,7 +41,7 @@ pub use experiment::{
 pub use layout::{trial_dir_in, DataLayout};
 pub use markup::escape_markup;
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
-pub use params::{apply_params, describe, MODEL_KEYS};
+pub use params::{apply_params, base_params, describe, MODEL_KEYS};
 pub use ports::{
     Control, DataSplits, EnvironmentStore, Executor, RunStore, StopSignal, Store, StoreError, TrialOutput,
     TrialRequest, TrialWork,

@@ -246,6 +246,79 @@ pub fn apply_params(base: &ModelSpec, params: &Params) -> Result<ModelSpec, Spec
     Ok(spec)
 }
 
+/// The base model `base` as a point of `space`: each key gets the value the model has
+/// (`conv_blocks` its number of blocks, `filters` and `kernel_size` the first block's,
+/// `dense_units` and `dropout` the first dense layer's, `training.*` and `augmentation.*`
+/// theirs). `None` when some key has no such value, the value lies outside the key's range,
+/// or the point does not make a valid model: then the base model is not in the space.
+/// Conditional keys are set only when their condition holds.
+pub fn base_params(base: &ModelSpec, space: &crate::SearchSpace) -> Option<Params> {
+    // f32 fields through their shortest decimal form: dropout 0.2 is 0.2, not 0.2000000029.
+    let float32 = |v: f32| ParamValue::Float(v.to_string().parse().unwrap_or(f64::from(v)));
+    let int = |v: usize| ParamValue::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let (t, a) = (&base.training, &base.augmentation);
+    let value = |key: &str| -> Option<ParamValue> {
+        if let Some((i, attr)) = block_key(key) {
+            let block = base.conv_blocks.get(i)?;
+            return match attr {
+                "filters" => Some(int(block.filters)),
+                "kernel_size" => Some(int(block.kernel_size)),
+                _ => None,
+            };
+        }
+        let first = base.conv_blocks.first();
+        let dense = base.dense.first();
+        Some(match key {
+            "input_size" => int(base.input_size),
+            "conv_blocks" => int(base.conv_blocks.len()),
+            "dense_layers" => int(base.dense.len()),
+            "filters" => int(first?.filters),
+            "kernel_size" => int(first?.kernel_size),
+            "batch_norm" => ParamValue::Bool(first?.batch_norm),
+            "dense_units" => int(dense?.units),
+            "dropout" => float32(dense?.dropout),
+            "training.optimizer" => ParamValue::Text(t.optimizer.as_str().to_owned()),
+            "training.learning_rate" => ParamValue::Float(t.learning_rate),
+            "training.weight_decay" => ParamValue::Float(t.weight_decay),
+            "training.momentum" => ParamValue::Float(t.momentum),
+            "training.batch_size" => int(t.batch_size),
+            "training.epochs" => int(t.epochs),
+            "training.lr_schedule" => ParamValue::Text(t.lr_schedule.as_str().to_owned()),
+            "training.warmup_epochs" => ParamValue::Float(t.warmup_epochs),
+            "training.label_smoothing" => ParamValue::Float(t.label_smoothing),
+            "augmentation.rotation" => float32(a.rotation),
+            "augmentation.width_shift" => float32(a.width_shift),
+            "augmentation.height_shift" => float32(a.height_shift),
+            "augmentation.shear" => float32(a.shear),
+            "augmentation.zoom" => float32(a.zoom),
+            "augmentation.horizontal_flip" => ParamValue::Bool(a.horizontal_flip),
+            _ => return None,
+        })
+    };
+    let mut params = Params::new();
+    // Unconditional keys first, then those whose condition holds on them.
+    for (key, spec) in space.iter().filter(|(_, p)| p.condition().is_none()) {
+        let v = value(key).filter(|v| spec.contains(v))?;
+        params.insert(key.clone(), v);
+    }
+    // (A condition may name a conditional key: repeat until nothing changes.)
+    loop {
+        let before = params.len();
+        for (key, spec) in space.iter() {
+            let Some(cond) = spec.condition() else { continue };
+            if !params.contains_key(key) && params.get(&cond.param).is_some_and(|v| cond.values.contains(v)) {
+                let v = value(key).filter(|v| spec.contains(v))?;
+                params.insert(key.clone(), v);
+            }
+        }
+        if params.len() == before {
+            break;
+        }
+    }
+    apply_params(base, &params).ok()?;
+    Some(params)
+}
+
 /// `a=1, b=adam` for messages.
 pub fn describe(params: &Params) -> String {
     params

@@ -125,3 +125,67 @@ fn impossible_models_and_wrong_types_are_errors_naming_the_parameter() {
     let e = apply_params(&base, &params(&[("conv_blocks[5].filters", ParamValue::Int(8))])).unwrap_err();
     assert!(e.message.contains("3 conv blocks"), "{e}");
 }
+
+#[test]
+fn the_base_model_as_a_point_of_the_space() {
+    let spec = parse(
+        "name: x
+search_space:
+  conv_blocks: { type: int, min: 1, max: 5 }
+  filters: { type: int, min: 8, max: 128, log: true }
+  kernel_size: { type: int, min: 3, max: 7, step: 2 }
+  dropout: { type: float, min: 0.0, max: 0.5 }
+  training.optimizer: { type: categorical, values: [adam, sgd] }
+  training.momentum: { type: float, min: 0.5, max: 0.99, when: { param: training.optimizer, values: [sgd] } }
+  training.learning_rate: { type: float, min: 0.0001, max: 0.1, log: true }
+  augmentation.horizontal_flip: { type: categorical, values: [true, false] }
+trial:
+  model:
+    conv_blocks: [{ filters: 32 }, { filters: 64 }, { filters: 128 }]
+    dense: [{ units: 128, dropout: 0.2 }]
+",
+    )
+    .unwrap();
+    let base = spec.base_model();
+    let point = mlci_core::base_params(&base, &spec.search_space).expect("the base model is in the space");
+    let expected = params(&[
+        ("conv_blocks", ParamValue::Int(3)),
+        ("filters", ParamValue::Int(32)),
+        ("kernel_size", ParamValue::Int(3)),
+        // The f32 field's shortest decimal, as the user wrote it.
+        ("dropout", ParamValue::Float(0.2)),
+        ("training.optimizer", ParamValue::Text("adam".into())),
+        ("training.learning_rate", ParamValue::Float(1e-3)),
+        ("augmentation.horizontal_flip", ParamValue::Bool(false)),
+    ]);
+    // The condition (sgd) does not hold: momentum stays out.
+    assert_eq!(point, expected);
+    assert_eq!(
+        apply_params(&base, &point).unwrap(),
+        base,
+        "the point is the base model itself"
+    );
+
+    // A condition that holds brings its key in.
+    let mut sgd = spec.clone();
+    sgd.trial.model.as_mut().unwrap().training.optimizer = mlci_core::OptimizerKind::Sgd;
+    let point = mlci_core::base_params(&sgd.base_model(), &sgd.search_space).unwrap();
+    assert_eq!(point.get("training.momentum"), Some(&ParamValue::Float(0.9)));
+
+    // Outside a range, or a value the model does not have: not a point of the space.
+    let mut narrow = spec.clone();
+    narrow.search_space.insert(
+        "filters".into(),
+        mlci_core::ParamSpec::Int {
+            min: 48,
+            max: 128,
+            step: None,
+            log: false,
+            when: None,
+        },
+    );
+    assert_eq!(mlci_core::base_params(&base, &narrow.search_space), None);
+    let mut no_dense = base.clone();
+    no_dense.dense.clear();
+    assert_eq!(mlci_core::base_params(&no_dense, &spec.search_space), None);
+}

@@ -187,6 +187,8 @@ fn spec(function_name: &str, algorithm: Algorithm, startup: StartupDesign, seed:
             grid_points: 3,
             // Each benchmark run is its own cold experiment.
             warm_start: false,
+            // Test functions, not models: there is no base model to start from.
+            base_first: false,
         },
         early_stopping: None,
         budget: Budget::default(),

@@ -524,6 +524,13 @@ impl<'a> Tuner<'a> {
                 return Some(GOAL_REACHED.into());
             }
         }
+        // The wall-time budget is spent: the running trials stop now (each keeps its best
+        // epoch), not after their remaining epochs.
+        if let Some(max) = spec.budget.max_wall_seconds {
+            if s.wall_seconds() >= max {
+                return Some(format!("{ENDED} (wall-time budget of {max} s spent)"));
+            }
+        }
         let pruner = pruner?;
         let curve = s
             .trials

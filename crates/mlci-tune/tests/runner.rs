@@ -356,6 +356,32 @@ fn the_wall_time_budget_ends_the_experiment() {
 }
 
 #[test]
+fn the_wall_time_budget_stops_a_trial_under_way_at_its_next_step() {
+    let f = Fixture::new();
+    let mut spec = f.spec("budget: { max_trials: 5, max_wall_seconds: 1.0 }\n");
+    spec.objective.goal = None;
+    f.create("cut", spec);
+    // Four steps of 0.6 s: the budget runs out during the first trial's second step.
+    let (exp, trials) = f.run("cut", &[("STEP_SLEEP", "0.6")]);
+    assert_eq!(exp.state, ExperimentState::BudgetExhausted, "{:?}", exp.message);
+    let first = &trials[0];
+    assert_eq!(first.state, TrialState::Stopped, "{first:?}");
+    assert!(
+        !first.steps.is_empty() && first.steps.len() < 4,
+        "stopped after a step, before its last: {:?}",
+        first.steps
+    );
+    assert!(first.value.is_some(), "it keeps its best step");
+    let events = f.store.events("cut").unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "trial_stopped" && e.message.contains("wall-time budget of 1 s spent")),
+        "{events:?}"
+    );
+}
+
+#[test]
 fn prefer_picks_the_cheapest_trial_that_meets_the_goal() {
     let f = Fixture::new();
     let mut spec = f.spec("");

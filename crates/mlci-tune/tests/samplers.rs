@@ -683,3 +683,83 @@ fn pruner_for_builds_the_configured_rule() {
     assert!(median.should_prune(1, &curve(&[0.1]), &others(&[&[0.2]]), Direction::Maximize));
     assert!(!median.should_prune(1, &curve(&[0.3]), &others(&[&[0.2]]), Direction::Maximize));
 }
+
+// ---------------------------------------------------------------- base model first
+
+/// A model experiment over the default base model (3 blocks of 32, 64, 128; dense 128,
+/// dropout 0.5; Adam 1e-3) and `space`.
+fn model_spec(algorithm: &str, space: &str) -> ExperimentSpec {
+    let yaml = format!(
+        "name: t\nalgorithm: {{ name: {algorithm}, n_startup_trials: 3 }}\nseed: 7\n\
+         trial: {{ model: {{ conv_blocks: [{{ filters: 32 }}, {{ filters: 64 }}, {{ filters: 128 }}] }} }}\n\
+         search_space:\n{space}"
+    );
+    ExperimentSpec::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+const MODEL_SPACE: &str = "  conv_blocks: { type: int, min: 1, max: 4 }
+  filters: { type: int, min: 8, max: 128, log: true }
+  training.learning_rate: { type: float, min: 0.0001, max: 0.1, log: true }
+  training.optimizer: { type: categorical, values: [adam, rmsprop, sgd] }
+";
+
+#[test]
+fn trial_one_is_the_base_model_then_the_sampler_takes_over() {
+    for algorithm in ["tpe", "random"] {
+        let spec = model_spec(algorithm, MODEL_SPACE);
+        let mut sampler = sampler_for(&spec);
+        let first = sampler.suggest(1, &[]).unwrap();
+        assert_eq!(
+            apply_params(&spec.base_model(), &first).unwrap(),
+            spec.base_model(),
+            "{algorithm}: trial 1 is the base model: {first:?}"
+        );
+        assert_eq!(first["training.optimizer"], ParamValue::Text("adam".into()));
+        // Later trials are drawn, as without the option, and differ from the base model.
+        let history = [done(1, first.clone(), 0.7)];
+        let second = sampler.suggest(2, &history).unwrap();
+        assert_ne!(second, first, "{algorithm}");
+        let mut off = spec.clone();
+        off.algorithm.base_first = false;
+        assert_eq!(
+            sampler_for(&off).suggest(2, &history),
+            Some(second),
+            "{algorithm}"
+        );
+        assert_ne!(
+            sampler_for(&off).suggest(1, &[]),
+            Some(first),
+            "{algorithm}: off draws trial 1"
+        );
+    }
+}
+
+#[test]
+fn no_base_trial_when_the_base_model_is_outside_the_space_or_for_grid_and_warm_seeds() {
+    // filters 48..128 does not hold the base model's 32: trial 1 is drawn inside the range.
+    let narrow = model_spec("tpe", &MODEL_SPACE.replace("min: 8,", "min: 48,"));
+    let first = sampler_for(&narrow).suggest(1, &[]).unwrap();
+    assert!(num(&first, "filters") >= 48.0, "{first:?}");
+    // Grid keeps its order.
+    let grid = model_spec("grid, grid_points: 2", MODEL_SPACE);
+    assert_eq!(
+        sampler_for(&grid).suggest(1, &[]),
+        GridSampler::new(&grid).suggest(1, &[])
+    );
+    // A warm start's seed comes first, the base model does not take its place.
+    let mut warm = model_spec("tpe", MODEL_SPACE);
+    let mut seed = sampler_for(&warm).suggest(1, &[]).unwrap();
+    seed.insert("filters".into(), ParamValue::Int(16));
+    warm.prior = Some(mlci_core::Prior {
+        experiments: vec!["e1".into()],
+        seeds: vec![seed.clone()],
+        trials: vec![],
+    });
+    let mut sampler = sampler_for(&warm);
+    assert_eq!(sampler.suggest(1, &[]), Some(seed.clone()));
+    let second = sampler.suggest(2, &[done(1, seed, 0.81)]).unwrap();
+    assert_ne!(
+        apply_params(&warm.base_model(), &second).unwrap(),
+        warm.base_model()
+    );
+}

@@ -40,13 +40,23 @@ pub trait Sampler: Send {
     fn suggest(&mut self, number: u32, history: &[TrialRecord]) -> Option<Params>;
 }
 
-/// The sampler of `spec.algorithm`, warm-started by `spec.prior` when there is one.
+/// The sampler of `spec.algorithm`, starting from the base model (`algorithm.base_first`)
+/// and warm-started by `spec.prior` when there is one.
 pub fn sampler_for(spec: &ExperimentSpec) -> Box<dyn Sampler> {
     let inner: Box<dyn Sampler> = match spec.algorithm.name {
         Algorithm::Grid => Box::new(GridSampler::new(spec)),
         Algorithm::Random => Box::new(RandomSampler::new(spec)),
         Algorithm::Tpe => Box::new(TpeSampler::new(spec)),
         Algorithm::Grow => Box::new(GrowSampler::new(spec)),
+    };
+    let inner = match spec.algorithm.name {
+        Algorithm::Tpe | Algorithm::Random if spec.algorithm.base_first => {
+            match mlci_core::base_params(&spec.base_model(), &spec.search_space) {
+                Some(base) => Box::new(BaseFirst { base, inner }),
+                None => inner,
+            }
+        }
+        _ => inner,
     };
     match &spec.prior {
         // Only TPE models history; grid and grow read it as what this experiment tried.
@@ -100,6 +110,23 @@ impl Sampler for WarmStarted {
         let mut all = self.prior.clone();
         all.extend_from_slice(history);
         self.inner.suggest(number, &all)
+    }
+}
+
+/// Trial 1 is the base model (`algorithm.base_first`); the inner sampler suggests the rest,
+/// and models trial 1 as any other. After a warm start's seeds the inner sampler is first
+/// asked for a later number, so the seeds take the base model's place.
+struct BaseFirst {
+    base: Params,
+    inner: Box<dyn Sampler>,
+}
+
+impl Sampler for BaseFirst {
+    fn suggest(&mut self, number: u32, history: &[TrialRecord]) -> Option<Params> {
+        if number == 1 {
+            return Some(self.base.clone());
+        }
+        self.inner.suggest(number, history)
     }
 }
 

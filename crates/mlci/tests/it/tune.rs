@@ -553,7 +553,12 @@ fn a_second_experiment_starts_from_the_first_ones_best_and_meets_the_goal_in_its
         &data,
         "random",
         space,
-        &[("goal: 0.99", "goal: 0.9"), ("max_trials: 3", "max_trials: 12")],
+        // The base model meets this goal at once: draw trial 1, so the cold search has to look.
+        &[
+            ("goal: 0.99", "goal: 0.9"),
+            ("max_trials: 3", "max_trials: 12"),
+            ("grid_points: 2 }", "grid_points: 2, base_first: false }"),
+        ],
     );
     let tune = |spec: &Path| {
         let o = run(mlci(tmp.path()).arg("tune").arg(spec));
