@@ -295,18 +295,16 @@ pub fn base_params(base: &ModelSpec, space: &crate::SearchSpace) -> Option<Param
             _ => return None,
         })
     };
+    // Keys without a condition, and those whose condition holds: repeated until nothing
+    // changes, as a condition may name a conditional key.
     let mut params = Params::new();
-    // Unconditional keys first, then those whose condition holds on them.
-    for (key, spec) in space.iter().filter(|(_, p)| p.condition().is_none()) {
-        let v = value(key).filter(|v| spec.contains(v))?;
-        params.insert(key.clone(), v);
-    }
-    // (A condition may name a conditional key: repeat until nothing changes.)
     loop {
         let before = params.len();
-        for (key, spec) in space.iter() {
-            let Some(cond) = spec.condition() else { continue };
-            if !params.contains_key(key) && params.get(&cond.param).is_some_and(|v| cond.values.contains(v)) {
+        for (key, spec) in space {
+            let active = spec
+                .condition()
+                .is_none_or(|c| params.get(&c.param).is_some_and(|v| c.values.contains(v)));
+            if active && !params.contains_key(key) {
                 let v = value(key).filter(|v| spec.contains(v))?;
                 params.insert(key.clone(), v);
             }

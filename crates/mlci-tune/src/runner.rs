@@ -136,6 +136,12 @@ impl Shared {
         self.wall_base + self.started.elapsed().as_secs_f64()
     }
 
+    /// Why the experiment must end, once its wall-time budget is spent.
+    fn wall_budget_spent(&self, spec: &ExperimentSpec) -> Option<String> {
+        let max = spec.budget.max_wall_seconds?;
+        (self.wall_seconds() >= max).then(|| format!("wall-time budget of {max} s spent"))
+    }
+
     /// `winner` met the goal: every other running trial stops now (between batches),
     /// not at its next epoch's end.
     fn stop_others(&self, winner: u32) {
@@ -301,14 +307,9 @@ impl<'a> Tuner<'a> {
         if s.stop.is_some() || s.goal_trial.is_some() || self.cancelled() {
             return None;
         }
-        if let Some(max) = spec.budget.max_wall_seconds {
-            if s.wall_seconds() >= max {
-                s.stop = Some((
-                    ExperimentState::BudgetExhausted,
-                    format!("wall-time budget of {max} s spent"),
-                ));
-                return None;
-            }
+        if let Some(spent) = s.wall_budget_spent(spec) {
+            s.stop = Some((ExperimentState::BudgetExhausted, spent));
+            return None;
         }
         if s.failed > spec.budget.max_failed_trials {
             return None;
@@ -526,10 +527,8 @@ impl<'a> Tuner<'a> {
         }
         // The wall-time budget is spent: the running trials stop now (each keeps its best
         // epoch), not after their remaining epochs.
-        if let Some(max) = spec.budget.max_wall_seconds {
-            if s.wall_seconds() >= max {
-                return Some(format!("{ENDED} (wall-time budget of {max} s spent)"));
-            }
+        if let Some(spent) = s.wall_budget_spent(spec) {
+            return Some(format!("{ENDED} ({spent})"));
         }
         let pruner = pruner?;
         let curve = s
