@@ -2,7 +2,6 @@
 JSON, and the final table. Runs under the benchmark's virtualenv (PyYAML).
 
   seed-spec  write the spec of one seed (sampler and training seed, data, wall budget)
-  limit      a folder of symlinks to the first N files per class per folder
   mlci       one JSON line of mlci's result, from `mlci experiments show ID --json`
   line       one result line, readable
   table      per-seed rows, medians and ratios of both sides
@@ -11,7 +10,6 @@ JSON, and the final table. Runs under the benchmark's virtualenv (PyYAML).
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
 
@@ -28,25 +26,6 @@ def cmd_seed_spec(args):
     spec.setdefault("budget", {})["max_wall_seconds"] = args.max_wall_seconds
     with open(args.out, "w") as f:
         yaml.safe_dump(spec, f, sort_keys=False)
-
-
-IMAGE_EXT = (".jpg", ".jpeg", ".png")
-
-
-def cmd_limit(args):
-    for split in sorted(os.listdir(args.data)):
-        split_dir = os.path.join(args.data, split)
-        if not os.path.isdir(split_dir):
-            continue
-        for cls in sorted(os.listdir(split_dir)):
-            cls_dir = os.path.join(split_dir, cls)
-            if not os.path.isdir(cls_dir):
-                continue
-            files = sorted(f for f in os.listdir(cls_dir) if f.lower().endswith(IMAGE_EXT))
-            out = os.path.join(args.out, split, cls)
-            os.makedirs(out, exist_ok=True)
-            for name in files[: args.limit]:
-                os.symlink(os.path.join(cls_dir, name), os.path.join(out, name))
 
 
 def cmd_mlci(args):
@@ -172,10 +151,6 @@ def main():
     s.add_argument("--data", required=True)
     s.add_argument("--max-wall-seconds", type=int, required=True)
     s.add_argument("--out", required=True)
-    s = sub.add_parser("limit")
-    s.add_argument("--data", required=True)
-    s.add_argument("--limit", type=int, required=True)
-    s.add_argument("--out", required=True)
     s = sub.add_parser("mlci")
     s.add_argument("--experiment", required=True)
     s.add_argument("--start", type=float, required=True)
@@ -190,7 +165,6 @@ def main():
     args = p.parse_args()
     {
         "seed-spec": cmd_seed_spec,
-        "limit": cmd_limit,
         "mlci": cmd_mlci,
         "line": cmd_line,
         "table": cmd_table,
