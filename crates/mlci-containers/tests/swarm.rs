@@ -248,7 +248,7 @@ fn trials_run_as_swarm_services_on_a_one_node_swarm() {
                 spec,
                 &Placement::default(),
                 &StopSignal::default(),
-                &mut |_| {},
+                &mut |_, _| {},
                 &mut |l| {
                     lines.push(l.to_owned());
                     Control::Continue

@@ -267,6 +267,11 @@ pub struct SwarmSpec {
     /// Seconds a trial may wait for a node with free CPU and memory.
     #[serde(default = "defaults::queue_timeout")]
     pub queue_timeout_seconds: f64,
+    /// Seconds a running trial's node may be reported not ready (down: its
+    /// heartbeats stopped, after Swarm's own dispatcher heartbeat grace) before the
+    /// trial counts as lost and is retried elsewhere, from its checkpoint.
+    #[serde(default = "defaults::node_lost")]
+    pub node_lost_seconds: f64,
 }
 
 impl Default for SwarmSpec {
@@ -277,6 +282,7 @@ impl Default for SwarmSpec {
             memory_mb: None,
             placement_grace_seconds: defaults::placement_grace(),
             queue_timeout_seconds: defaults::queue_timeout(),
+            node_lost_seconds: defaults::node_lost(),
         }
     }
 }
@@ -345,6 +351,12 @@ impl SwarmSpec {
             if !(seconds.is_finite() && seconds > 0.0) {
                 return Err(SpecError::new(field, "must be a positive number of seconds"));
             }
+        }
+        if !(self.node_lost_seconds.is_finite() && self.node_lost_seconds >= 0.0) {
+            return Err(SpecError::new(
+                "trial.swarm.node_lost_seconds",
+                "must be zero or more seconds",
+            ));
         }
         Ok(())
     }
@@ -488,6 +500,9 @@ mod defaults {
     }
     pub(super) fn queue_timeout() -> f64 {
         3600.0
+    }
+    pub(super) fn node_lost() -> f64 {
+        5.0
     }
 }
 

@@ -64,6 +64,18 @@ pub(crate) enum Command {
     Health(HealthCommand),
     /// The step service for Jenkins: HTTP steps, a Jenkins-compatible API, the GitHub webhook.
     Serve(ServeArgs),
+    /// Run by the trainer image on each swarm node before the first trial (not by people):
+    /// check that each PATH=SIZE:SHA256 is a file with that size and SHA-256. Prints one
+    /// line per file (never its content); exit 0 when all match, 1 otherwise.
+    #[command(hide = true)]
+    ProbeFiles(ProbeFilesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProbeFilesArgs {
+    /// PATH=SIZE:SHA256 (lowercase hex).
+    #[arg(required = true, value_name = "PATH=SIZE:SHA256")]
+    pub files: Vec<String>,
 }
 
 #[derive(Debug, Args)]

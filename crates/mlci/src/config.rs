@@ -34,6 +34,8 @@ pub(crate) mod env {
     pub(crate) const GIT_COMMIT: &str = "GIT_COMMIT";
     /// The Docker Engine (default: the local unix socket).
     pub(crate) const DOCKER_HOST: &str = "DOCKER_HOST";
+    /// The registry swarm trials' image is pushed to (`[swarm] registry`).
+    pub(crate) const SWARM_REGISTRY: &str = "MLCI_SWARM_REGISTRY";
     /// A statically linked mlci to put in the trainer image (default: this binary).
     pub(crate) const TRAINER_BINARY: &str = "MLCI_TRAINER_BINARY";
     /// The `mlci.owner` label of environment containers (default `mlci`).
@@ -66,6 +68,27 @@ pub(crate) struct FileConfig {
     pub health: HealthSection,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub swarm: SwarmSection,
+}
+
+/// `[swarm]`: how `executor: swarm` trials reach the other hosts (docs/scaling.md).
+/// The operator's settings: an experiment spec cannot change them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SwarmSection {
+    /// `host[:port][/path]` of a registry every node can pull from: the trainer image is
+    /// pushed there (content tag) and services name it by digest. Without it, the
+    /// image must already be on every node (`docker save | docker load`). Env:
+    /// MLCI_SWARM_REGISTRY.
+    pub registry: Option<String>,
+    /// Before the first trial, check on every node the trials may use that the
+    /// experiment's folder and the dataset are the same files at the same paths
+    /// (default true).
+    pub check_storage: Option<bool>,
+    /// How long that check waits for the nodes (they pull the image meanwhile), in
+    /// seconds (default 120).
+    pub check_seconds: Option<f64>,
 }
 
 /// `[server]`: `mlci serve`. Secrets are read from the environment or files, never from here.
@@ -367,6 +390,7 @@ pub(crate) struct Config {
     pub owner: String,
     pub health: mlci_health::Policy,
     pub server: ServerSection,
+    pub swarm: SwarmSection,
     /// The configuration file read, if any (passed on to the steps `mlci serve` runs).
     pub file: Option<PathBuf>,
 }
@@ -579,9 +603,27 @@ impl Config {
         if let Some(v) = var(env::WEBHOOK_SECRET_FILE) {
             server.webhook_secret_file = Some(PathBuf::from(v));
         }
+        let mut swarm = fc.swarm;
+        if let Some(v) = var(env::SWARM_REGISTRY) {
+            swarm.registry = Some(v);
+        }
+        if let Some(registry) = &swarm.registry {
+            mlci_containers::check_registry(registry).map_err(|e| {
+                ConfigError(format!(
+                    "swarm.registry ({} or [swarm] registry): {e}",
+                    env::SWARM_REGISTRY
+                ))
+            })?;
+        }
+        if swarm.check_seconds.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+            return Err(ConfigError(
+                "swarm.check_seconds must be a positive number of seconds".into(),
+            ));
+        }
         Ok(Self {
             file: file_path,
             server,
+            swarm,
             data_dir,
             threads,
             db,

@@ -11,6 +11,7 @@ mod exit;
 mod mail;
 mod progress;
 mod serve;
+mod swarm;
 mod tune;
 
 use std::fmt;
@@ -131,6 +132,7 @@ fn run(command: Command, cfg: &Config) -> anyhow::Result<Exit> {
         Command::Env(cmd) => env::cmd_env(cmd, cfg),
         Command::Health(cmd) => env::cmd_health(cmd, cfg),
         Command::Serve(args) => serve::cmd_serve(args, cfg),
+        Command::ProbeFiles(args) => Ok(swarm::cmd_probe_files(&args)),
     }
 }
 

@@ -225,29 +225,6 @@ fn container_executor(
     Ok(executor)
 }
 
-/// The swarm executor: like the container executor, on a swarm manager, with the
-/// spec's reservations and placement constraints.
-fn swarm_executor(experiment: &str, spec: &ExperimentSpec) -> anyhow::Result<mlci_containers::SwarmExecutor> {
-    let engine = crate::env::engine()?;
-    let image = crate::env::trainer_image(&engine)?;
-    for left in engine.service_leftovers(experiment)? {
-        tracing::warn!(service = %left.name, state = %left.state, "removing a service a crashed run left behind");
-        engine.remove_service(&left.id)?;
-    }
-    let mut executor = mlci_containers::SwarmExecutor::new(engine, &image, experiment)?;
-    if let Some(s) = &spec.trial.swarm {
-        executor.cpus = s.cpus;
-        executor.memory_bytes = s.memory_mb.map(|m| m << 20);
-        executor.placement = mlci_containers::Placement {
-            constraints: s.constraints.clone(),
-            placement_grace: std::time::Duration::from_secs_f64(s.placement_grace_seconds),
-            queue_timeout: std::time::Duration::from_secs_f64(s.queue_timeout_seconds),
-        };
-    }
-    tracing::info!(image = %image, digest = executor.image_digest(), "trials run as swarm services");
-    Ok(executor)
-}
-
 /// Run `mlci tune`; returns the exit code.
 pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
     let store = open_store(cfg)?;
@@ -290,7 +267,13 @@ pub(crate) fn cmd_tune(args: TuneArgs, cfg: &Config) -> anyhow::Result<Exit> {
             env: crate::config::trial_environment(),
         }),
         ExecutorKind::Container => Box::new(container_executor(&exp.id, spec.budget.parallel_trials)?),
-        ExecutorKind::Swarm => Box::new(swarm_executor(&exp.id, &spec)?),
+        ExecutorKind::Swarm => Box::new(crate::swarm::swarm_executor(
+            &exp.id,
+            &spec,
+            cfg,
+            &root,
+            dataset.as_ref().map(|d| d.dir.as_path()),
+        )?),
     };
     // SIGTERM (a Jenkins abort) or Ctrl-C: running trials stop within seconds (between
     // batches), keeping their last epoch's checkpoint, and go back to pending; `--resume`

@@ -11,7 +11,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use mlci_core::{Control, StopSignal};
 
-use super::manager::{remove_and_wait, service_task};
+use super::manager::{delete_service, remove_and_wait, service_task};
 use super::{Placement, ServiceOutcome, TaskEnd, POLL};
 use crate::engine::{short, Lines};
 use crate::{ContainerError, ContainerSpec};
@@ -20,6 +20,30 @@ use crate::{ContainerError, ContainerSpec};
 /// closed (a followed task log does not end by itself), and at most how long to drain it.
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// How often the state of the node under a running task is read.
+const NODE_POLL: Duration = Duration::from_secs(1);
+
+/// The node under a task, as the manager last heard of it.
+struct NodeView {
+    hostname: String,
+    /// Swarm's node state: `ready`, `down`, `unknown`, `disconnected`.
+    state: String,
+    message: String,
+}
+
+async fn node_view(docker: &Docker, id: &str) -> Option<NodeView> {
+    let node = docker.inspect_node(id).await.ok()?;
+    let status = node.status.unwrap_or_default();
+    Some(NodeView {
+        hostname: node
+            .description
+            .and_then(|d| d.hostname)
+            .unwrap_or_else(|| short(id).to_owned()),
+        state: status.state.map(|s| s.to_string()).unwrap_or_default(),
+        message: status.message.unwrap_or_default(),
+    })
+}
 
 /// A pending task that no node can take: Swarm's "no suitable node" message.
 /// `Some(true)` when only free resources are missing (it may wait for them).
@@ -107,7 +131,7 @@ pub(super) async fn follow_service(
     spec: &ContainerSpec,
     Steering { placement, stop }: Steering<'_>,
     log: Option<&mut std::fs::File>,
-    on_start: &mut dyn FnMut(&str),
+    on_start: &mut dyn FnMut(&str, &str),
     on_line: &mut dyn FnMut(&str) -> Control,
 ) -> Result<ServiceOutcome, ContainerError> {
     let created = Instant::now();
@@ -115,6 +139,7 @@ pub(super) async fn follow_service(
         service_id: service.to_owned(),
         task_id: None,
         node_id: None,
+        node: None,
         end: TaskEnd::Removed,
         exit_code: None,
         oom_killed: false,
@@ -135,6 +160,9 @@ pub(super) async fn follow_service(
     let mut unplaced_since: Option<Instant> = None;
     let mut last_task: Option<Task> = None;
     let mut next_poll = Instant::now();
+    // The running task's node: when last read, and since when it is not ready.
+    let mut node_read = Instant::now();
+    let mut node_lost_since: Option<Instant> = None;
     loop {
         // Read output until the next poll of the task's state.
         let wait = next_poll.saturating_duration_since(Instant::now());
@@ -187,17 +215,65 @@ pub(super) async fn follow_service(
             outcome.task_id = task.id.clone();
         }
         outcome.node_id = task.node_id.clone().or(outcome.node_id.take());
+        // A node that died or was cut off never reports its task's end: the task stays
+        // `running` while Swarm marks the node down (its heartbeats stopped). Past the
+        // grace, the trial is lost: its service is removed and it fails as killed, so
+        // the runner retries it on another node, from its last checkpoint.
+        if matches!(
+            state,
+            TaskState::ASSIGNED
+                | TaskState::ACCEPTED
+                | TaskState::PREPARING
+                | TaskState::STARTING
+                | TaskState::RUNNING
+        ) && node_read.elapsed() >= NODE_POLL
+        {
+            node_read = Instant::now();
+            if let Some(node) = task.node_id.as_deref() {
+                match node_view(docker, node).await {
+                    Some(view) if view.state != "ready" => {
+                        let since = *node_lost_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= placement.node_lost_grace {
+                            tracing::warn!(
+                                service = short(service),
+                                node = %view.hostname,
+                                state = %view.state,
+                                "the trial's node is lost; removing its service"
+                            );
+                            outcome.end = TaskEnd::NodeLost;
+                            outcome.node = Some(view.hostname.clone());
+                            outcome.message = format!(
+                                "node {} is {} ({}) and was so for {:.0} s",
+                                view.hostname,
+                                view.state,
+                                if view.message.is_empty() {
+                                    "no message"
+                                } else {
+                                    &view.message
+                                },
+                                since.elapsed().as_secs_f64()
+                            );
+                            // Not waited for: the lost node cannot confirm the removal.
+                            delete_service(docker, service).await?;
+                            break;
+                        }
+                    }
+                    Some(view) => {
+                        node_lost_since = None;
+                        outcome.node = Some(view.hostname);
+                    }
+                    None => {}
+                }
+            }
+        }
         match state {
             TaskState::RUNNING if running_since.is_none() => {
                 running_since = Some(Instant::now());
                 let task_id = task.id.clone().unwrap_or_default();
-                tracing::debug!(
-                    service = short(service),
-                    task = short(&task_id),
-                    node = short(task.node_id.as_deref().unwrap_or_default()),
-                    "trial task running"
-                );
-                on_start(&task_id);
+                if let Some(view) = node_view(docker, task.node_id.as_deref().unwrap_or_default()).await {
+                    outcome.node = Some(view.hostname);
+                }
+                on_start(&task_id, outcome.node.as_deref().unwrap_or("?"));
                 let options = LogsOptionsBuilder::default()
                     .follow(true)
                     .stdout(true)
@@ -224,7 +300,7 @@ pub(super) async fn follow_service(
                 if running_since.is_none() && ran {
                     running_since = Some(Instant::now());
                     let task_id = task.id.clone().unwrap_or_default();
-                    on_start(&task_id);
+                    on_start(&task_id, outcome.node.as_deref().unwrap_or("?"));
                     let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
                     logs = Some(Box::pin(docker.task_logs(&task_id, Some(options))));
                 }

@@ -100,14 +100,14 @@ impl Engine {
     /// Run `spec` as a one-replica swarm service placed by `placement`:
     /// each stdout line goes to `on_line` (a [`Control::Stop`] removes the
     /// service, and so does `stop`, checked every poll), `on_start` gets the task id
-    /// once it runs; wait for the task to end, remove the service whatever happened,
+    /// and its node's hostname once it runs; wait for the task to end, remove the service whatever happened,
     /// and say how it ended.
     pub fn run_service(
         &self,
         spec: &ContainerSpec,
         placement: &Placement,
         stop: &StopSignal,
-        on_start: &mut dyn FnMut(&str),
+        on_start: &mut dyn FnMut(&str, &str),
         on_line: &mut dyn FnMut(&str) -> Control,
     ) -> Result<ServiceOutcome, ContainerError> {
         spec.check()?;
@@ -186,7 +186,7 @@ pub(super) async fn ensure_isolated_network(docker: &Docker) -> Result<(), Conta
     }
 }
 
-async fn delete_service(docker: &Docker, id: &str) -> Result<(), ContainerError> {
+pub(super) async fn delete_service(docker: &Docker, id: &str) -> Result<(), ContainerError> {
     match docker.delete_service(id).await {
         Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
         Err(e) => Err(ContainerError::engine(

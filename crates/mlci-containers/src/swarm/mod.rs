@@ -12,11 +12,18 @@
 //! (nothing is pulled from a registry unless the tag names one).
 //!
 //! `service` maps a trial container to a service, `manager` is the Engine's side (nodes,
-//! services, the isolated network), `follow` watches one service's task to its end.
+//! services, the isolated network), `follow` watches one service's task to its end (and
+//! notices when its node is lost), `registry` publishes the trainer image for every node,
+//! `probe` asks every node what it sees before the first trial.
 
 mod follow;
 mod manager;
+mod probe;
+mod registry;
 mod service;
+
+pub use self::probe::NodeProbe;
+pub use self::registry::check_registry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +55,10 @@ pub struct Placement {
     /// A task waiting for a node with free CPU and memory (the swarm is full)
     /// fails after this long, as a timeout (retryable).
     pub queue_timeout: Duration,
+    /// A running task whose node Swarm reports as not ready (down: its heartbeats
+    /// stopped) for this long is lost: its service is removed and the trial fails as
+    /// killed (retried elsewhere, from its checkpoint).
+    pub node_lost_grace: Duration,
 }
 
 impl Default for Placement {
@@ -56,6 +67,7 @@ impl Default for Placement {
             constraints: Vec::new(),
             placement_grace: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(3600),
+            node_lost_grace: Duration::from_secs(5),
         }
     }
 }
@@ -98,6 +110,9 @@ pub enum TaskEnd {
     Queued,
     /// Stopped by mlci (a requested stop or the trial timeout): the service was removed.
     Removed,
+    /// Its node stopped answering (Engine or host dead, network cut) while it ran:
+    /// the service was removed.
+    NodeLost,
 }
 
 /// How a trial's service ended.
@@ -108,6 +123,8 @@ pub struct ServiceOutcome {
     pub task_id: Option<String>,
     /// The node it was placed on, if any.
     pub node_id: Option<String>,
+    /// That node's hostname, once read.
+    pub node: Option<String>,
     pub end: TaskEnd,
     /// The container's exit code, when it ran.
     pub exit_code: Option<i64>,
@@ -202,6 +219,10 @@ impl TrialBox for ServiceOutcome {
                 FailureKind::Killed,
                 format!("{name} was removed before its task ended"),
             ),
+            TaskEnd::NodeLost => failed(
+                FailureKind::Killed,
+                format!("{name}: the node running the trial was lost{why}"),
+            ),
         }
     }
 
@@ -263,6 +284,76 @@ impl SwarmExecutor {
     pub fn image_digest(&self) -> &str {
         &self.image_digest
     }
+
+    /// The image reference services run: the local tag, or after [`Self::publish_to`]
+    /// the registry's reference by digest.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    /// Push the trainer image to `registry` (content-tagged, as built) and run every
+    /// trial from its reference by digest, so each node pulls the manager's bits.
+    pub fn publish_to(&mut self, registry: &str) -> Result<&str, ContainerError> {
+        let reference = self.engine.publish_image(&self.image, registry)?;
+        tracing::info!(image = %self.image, reference = %reference, "trainer image published");
+        self.image = reference;
+        Ok(&self.image)
+    }
+
+    /// Ask every node the trials may be placed on (the placement constraints) whether
+    /// it sees `files` (paths on this host, where trials will read and write) with the
+    /// same size and SHA-256 at the same path, by running the trainer image's
+    /// `mlci probe-files` there once, as the trials' user. Also pulls the image on
+    /// each node. The answer names each node; an error only when Swarm itself failed.
+    pub fn probe_storage(
+        &self,
+        files: &[SharedFile],
+        timeout: Duration,
+    ) -> Result<Vec<NodeProbe>, ContainerError> {
+        let mut command = vec!["/mlci".to_owned(), "probe-files".to_owned()];
+        let mut mounts = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let (Some(dir), Some(name)) = (file.path.parent(), file.path.file_name()) else {
+                return Err(ContainerError::MissingMount {
+                    path: file.path.clone(),
+                    target: "the storage probe".into(),
+                });
+            };
+            let target = format!("/probe/{i}");
+            command.push(format!(
+                "{target}/{}={}:{}",
+                name.to_string_lossy(),
+                file.size,
+                file.sha256
+            ));
+            mounts.push(crate::Mount::ro(dir, &target));
+        }
+        let mut spec = crate::ContainerSpec::new(self.image.clone(), command);
+        spec.mounts = mounts;
+        spec.labels.owner = self.owner.clone();
+        spec.labels.experiment = self.owner.clone();
+        spec.labels.trial = "probe".into();
+        spec.env = vec![("MLCI_DATA_DIR".into(), "/tmp/mlci".into())];
+        // The trials' user: the first folder's owner, or nobody when that is root
+        // (nothing is handed over here: the probe only reads).
+        if let Some(first) = files.first().and_then(|f| f.path.parent()) {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(first).map_err(ContainerError::io(first))?;
+            if meta.uid() != 0 {
+                spec.user = format!("{}:{}", meta.uid(), meta.gid());
+            }
+        }
+        self.engine.probe_nodes(&spec, &self.placement, timeout)
+    }
+}
+
+/// A file on this host that every node must see at the same path with the same bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedFile {
+    pub path: std::path::PathBuf,
+    pub size: u64,
+    /// Lowercase hex.
+    pub sha256: String,
 }
 
 impl Executor for SwarmExecutor {
@@ -287,7 +378,7 @@ impl Executor for SwarmExecutor {
                 cspec,
                 &self.placement,
                 &req.stop,
-                &mut |task| tracing::info!(trial, task = short(task), "trial task running"),
+                &mut |task, node| tracing::info!(trial, task = short(task), node, "trial task running"),
                 on_line,
             )
         })
@@ -303,6 +394,7 @@ mod tests {
             service_id: "abcdef0123456789".into(),
             task_id: Some("t1".into()),
             node_id: None,
+            node: None,
             end,
             exit_code,
             oom_killed: false,
@@ -351,6 +443,13 @@ mod tests {
             f.message.contains("constraints not satisfied") && f.message.contains("trial.swarm.constraints"),
             "{f}"
         );
+        let lost = outcome(TaskEnd::NodeLost, None, "node w2 is down (heartbeat failure)");
+        assert_eq!(kind(lost.clone()), Some(FailureKind::Killed));
+        assert!(
+            lost.failure().unwrap().kind.retryable(),
+            "a lost node's trial is retried"
+        );
+        assert!(lost.failure().unwrap().message.contains("node w2 is down"));
         assert_eq!(
             kind(outcome(TaskEnd::Queued, None, "")),
             Some(FailureKind::Timeout)
