@@ -177,6 +177,18 @@ pub fn check_readable(data: &Path, uid: u32) -> Result<(), Failure> {
 
 /// A model trial ready to run: its container (command, mounts, labels,
 /// limits, user) with the spec written into the trial folder.
+/// The trainer's lease file in a trial folder (`mlci train --lease`).
+const LEASE_FILE: &str = "lease";
+
+/// A token no other attempt has: the attempt, this process and the time.
+fn lease_token(attempt: u32) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{attempt}-{}-{nanos:x}", std::process::id())
+}
+
 pub(crate) fn model_trial_spec(
     req: &TrialRequest,
     executor: &str,
@@ -190,6 +202,12 @@ pub(crate) fn model_trial_spec(
     let json = serde_json::to_string_pretty(spec)
         .map_err(|e| Failure::new(FailureKind::BadSpec, format!("cannot serialise the spec: {e}")))?;
     std::fs::write(&spec_path, json).map_err(|e| crashed("cannot write", &spec_path, e))?;
+    // Fencing: this attempt's token, which the trainer checks before each checkpoint.
+    // An earlier attempt still running somewhere (its host cut off, not dead) sees a
+    // token that is not its own and stops without writing.
+    let lease = lease_token(req.attempt);
+    let lease_path = req.workdir.join(LEASE_FILE);
+    std::fs::write(&lease_path, &lease).map_err(|e| crashed("cannot write", &lease_path, e))?;
     let (uid, gid) = container_user(&req.workdir)?;
     check_readable(&data, uid)?;
 
@@ -219,6 +237,7 @@ pub(crate) fn model_trial_spec(
     if req.resume {
         command.push("--resume".to_owned());
     }
+    command.extend(["--lease".to_owned(), lease]);
     let mut cspec = ContainerSpec::new(image.to_owned(), command);
     cspec.env = vec![
         // mlci's config wants a data folder even for `train`; nothing is kept there.

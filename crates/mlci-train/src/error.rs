@@ -100,6 +100,10 @@ pub enum TrainError {
     /// before its first epoch finished: there is no model yet.
     #[error("stopped before the first epoch finished")]
     StoppedBeforeFirstEpoch,
+    /// The run's lease ([`TrainOptions::lease`](crate::TrainOptions::lease)) went to a
+    /// newer attempt: this one stops without writing anything more.
+    #[error("{path} no longer holds this run's lease: a newer attempt took the folder over; stopping without writing")]
+    Superseded { path: PathBuf },
 }
 
 impl TrainError {

@@ -89,6 +89,8 @@ fn classify(e: TrainError) -> Failure {
         | TrainError::Image { .. }
         | TrainError::Io { .. }
         | TrainError::Candle(_) => FailureKind::Crashed,
+        // Another attempt owns the folder: this one's end is nobody's result.
+        TrainError::Superseded { .. } => FailureKind::Killed,
     };
     Failure::new(kind, e.to_string())
 }
@@ -110,6 +112,7 @@ impl Executor for InProcessExecutor {
             out_dir: req.workdir.clone(),
             resume: req.resume,
             include_load_seconds: false,
+            lease: None,
         };
         // The timeout is checked between epochs (a trial is never cut mid-epoch).
         let deadline = req

@@ -39,6 +39,26 @@ pub struct TrainOptions {
     /// so epoch 1 honestly includes JPEG decoding (the CLI does; a tuner
     /// sharing one decoded dataset across trials does not).
     pub include_load_seconds: bool,
+    /// Fencing for a folder on shared storage: when set, `out_dir/lease` must hold this
+    /// token before each checkpoint and the final outputs are written; once another
+    /// attempt wrote its own (the trial was retried on another host while this one
+    /// was cut off), the run stops with [`TrainError::Superseded`], writing nothing.
+    pub lease: Option<String>,
+}
+
+/// The name of the lease file in a run's output folder.
+pub const LEASE_FILE: &str = "lease";
+
+/// Whether `out_dir/lease` still holds `token` (a run without a lease always holds).
+fn check_lease(opts: &TrainOptions) -> Result<(), TrainError> {
+    let Some(token) = &opts.lease else {
+        return Ok(());
+    };
+    let path = opts.out_dir.join(LEASE_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(held) if held.trim() == token => Ok(()),
+        _ => Err(TrainError::Superseded { path }),
+    }
 }
 
 /// Receives progress. All methods have no-op defaults.
@@ -259,6 +279,7 @@ pub fn train(
             finished,
         };
         // The checkpoint is durable before anyone hears of the epoch.
+        check_lease(opts)?;
         write_checkpoint(&ckpt_dir, &model, &optimizer, &state, improved)?;
         if observer.epoch_done(&metrics) == Control::Stop && finished.is_none() {
             finished = Some(StopReason::Stopped);
@@ -287,6 +308,7 @@ pub fn train(
         stop_reason,
         param_count: arch.param_count(),
     };
+    check_lease(opts)?;
     write_outputs(&opts.out_dir, spec, data, &arch, &outcome)?;
     Ok(outcome)
 }

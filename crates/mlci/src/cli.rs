@@ -211,6 +211,10 @@ pub(crate) struct TrainArgs {
     /// Continue from the checkpoint in --out (starts afresh when there is none).
     #[arg(long)]
     pub resume: bool,
+    /// Fencing on shared storage (container and swarm trials): stop without writing
+    /// once --out/lease no longer holds TOKEN (a newer attempt took the folder over).
+    #[arg(long, value_name = "TOKEN")]
+    pub lease: Option<String>,
     #[command(flatten)]
     pub spec: SpecArgs,
 }

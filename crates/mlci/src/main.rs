@@ -192,12 +192,19 @@ fn load_data(dir: &Path, spec: &ModelSpec, args: &SpecArgs) -> anyhow::Result<Da
     Ok(Dataset::load(&source, spec.input_size).map_err(TrainError::from)?)
 }
 
-fn train_and_report(spec: &ModelSpec, data: &Dataset, out: &Path, resume: bool) -> anyhow::Result<()> {
+fn train_and_report(
+    spec: &ModelSpec,
+    data: &Dataset,
+    out: &Path,
+    resume: bool,
+    lease: Option<String>,
+) -> anyhow::Result<()> {
     use mlci_core::protocol::{Event, ResultEvent};
     let opts = TrainOptions {
         out_dir: out.to_path_buf(),
         resume,
         include_load_seconds: true,
+        lease,
     };
     let outcome = mlci_train::train(spec, data, &opts, &mut Progress::new())?;
     let b = &outcome.best;
@@ -229,7 +236,7 @@ fn cmd_train(args: TrainArgs) -> anyhow::Result<()> {
         )));
     }
     let data = load_data(&args.data, &spec, &args.spec)?;
-    train_and_report(&spec, &data, &args.out, args.resume)
+    train_and_report(&spec, &data, &args.out, args.resume, args.lease.clone())
 }
 
 fn cmd_predict(args: PredictArgs) -> anyhow::Result<()> {

@@ -48,6 +48,7 @@ fn opts(out: &Path) -> TrainOptions {
         out_dir: out.to_path_buf(),
         resume: false,
         include_load_seconds: false,
+        lease: None,
     }
 }
 
@@ -243,6 +244,47 @@ fn resume_from_a_checkpoint_gives_the_numbers_of_an_uninterrupted_run() {
             .collect()
     };
     assert_eq!(strip(&resumed.history), strip(&whole.history));
+}
+
+/// Takes the run's lease away (another attempt took the folder over) after `epoch`.
+struct LeaseTakenAfter(usize, std::path::PathBuf);
+
+impl mlci_train::Observer for LeaseTakenAfter {
+    fn epoch_done(&mut self, m: &mlci_core::EpochMetrics) -> mlci_core::Control {
+        if m.epoch == self.0 {
+            std::fs::write(self.1.join(mlci_train::LEASE_FILE), "2-newer").unwrap();
+        }
+        mlci_core::Control::Continue
+    }
+}
+
+#[test]
+fn a_run_whose_lease_was_taken_stops_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(&tmp.path().join("data"), 30, 32);
+    let out = tmp.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join(mlci_train::LEASE_FILE), "1-mine").unwrap();
+    let opts = TrainOptions {
+        lease: Some("1-mine".into()),
+        ..opts(&out)
+    };
+    let err = train(&small_spec(4), &data, &opts, &mut LeaseTakenAfter(2, out.clone())).unwrap_err();
+    assert!(matches!(err, mlci_train::TrainError::Superseded { .. }), "{err}");
+    assert!(err.to_string().contains("lease"), "{err}");
+    // The checkpoint stays at the epoch before the lease went; no model was written.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["epoch"], 2);
+    assert!(!out.join("model.safetensors").exists());
+    // The newer attempt, holding the lease, resumes there and finishes.
+    let newer = TrainOptions {
+        lease: Some("2-newer".into()),
+        resume: true,
+        ..opts
+    };
+    let done = train(&small_spec(4), &data, &newer, &mut Quiet).unwrap();
+    assert_eq!(done.history.len(), 4);
 }
 
 #[test]

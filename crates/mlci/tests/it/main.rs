@@ -6,6 +6,7 @@ mod exits;
 mod health;
 mod pipeline;
 mod security;
+mod swarm_lab;
 mod tune;
 
 use std::io::{BufRead, BufReader};

@@ -1,0 +1,439 @@
+//! Trials across hosts, on the three-node lab of `scripts/swarm-lab` (three Docker
+//! Engines, each in its own network, PID and mount namespace with its own address, one
+//! manager and two workers, and a registry): the trainer image goes through the
+//! registry by digest; the storage check refuses a data folder the nodes cannot see;
+//! an experiment's trials spread over the nodes, a worker's Engine is killed mid-trial
+//! and the other worker drained mid-trial, and the experiment still ends with every
+//! trial once, the interrupted ones resumed from their checkpoints. The lab is taken
+//! down when the test ends, passed or failed, and the test checks nothing is left.
+//!
+//! Needs root (namespaces, links) and the lab's tools (scripts/setup installs them); a
+//! missing one fails the test naming it (`MLCI_SKIP=docker` opts out).
+#![allow(clippy::disallowed_methods)] // tests read their own switches
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::tune::show;
+use crate::{generated, mlci, run, stderr};
+
+const NAME: &str = "it";
+const SUBNET: &str = "10.213.9";
+const EPOCHS: u64 = 30;
+
+/// The lab; taken down (everything it made) when dropped, even on a failed assertion.
+struct Lab {
+    base: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Lab {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/swarm-lab")
+    }
+
+    fn command(base: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(Self::script());
+        cmd.args(args).args(["--name", NAME]).env("MLCI_LAB_ROOT", base);
+        cmd
+    }
+
+    fn up() -> Option<Self> {
+        let uid = Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            mlci_containers::testing::missing(
+                "docker",
+                "root",
+                "the swarm lab makes network namespaces and links",
+                "run the tests as root (CI does)",
+            );
+            return None;
+        }
+        for tool in [
+            "ip",
+            "unshare",
+            "nsenter",
+            "dockerd",
+            "containerd",
+            "tini-static",
+            "docker-registry",
+            "curl",
+            "iptables",
+        ] {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                mlci_containers::testing::missing(
+                    "docker",
+                    tool,
+                    "the swarm lab (scripts/swarm-lab) needs it",
+                    "scripts/setup",
+                );
+                return None;
+            }
+        }
+        let base = std::env::temp_dir().join("mlci-lab-test");
+        // Made before `up`: a failed `up` is taken down too.
+        let mut lab = Self {
+            base: base.clone(),
+            env: Vec::new(),
+        };
+        let o = Self::command(&base, &["up", "--subnet", SUBNET])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "swarm-lab up failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        lab.env = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(lab)
+    }
+
+    fn var(&self, key: &str) -> PathBuf {
+        PathBuf::from(
+            &self
+                .env
+                .iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("swarm-lab up printed no {key}: {:?}", self.env))
+                .1,
+        )
+    }
+
+    fn lab(&self, args: &[&str]) -> Output {
+        let o = Self::command(&self.base, args).output().unwrap();
+        assert!(o.status.success(), "swarm-lab {args:?}: {}", stderr(&o));
+        o
+    }
+
+    /// `mlci` against the lab's manager and registry.
+    fn mlci(&self, data_dir: &Path) -> Command {
+        let mut cmd = mlci(data_dir);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        let host = &self.env.iter().find(|(k, _)| k == "DOCKER_HOST").unwrap().1;
+        let o = Command::new("docker")
+            .arg("-H")
+            .arg(host)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?}: {}", stderr(&o));
+        o
+    }
+
+    fn down(base: &Path) {
+        let o = Self::command(base, &["down"]).output().unwrap();
+        assert!(o.status.success(), "swarm-lab down: {}", stderr(&o));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Ok(o) = Self::command(&self.base, &["down"]).output() {
+            if !o.status.success() {
+                eprintln!("swarm-lab down failed: {}", stderr(&o));
+            }
+        }
+    }
+}
+
+/// Kills the experiment's `mlci` if the test fails before it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `trial=N` and `node="mlab-it-nK"` of a "trial task running" line.
+fn placed(line: &str) -> Option<(u64, u32)> {
+    if !line.contains("trial task running") {
+        return None;
+    }
+    let trial = field(line, "trial=")?;
+    let node = line.split(&format!("mlab-{NAME}-n")).nth(1)?;
+    Some((trial, node[..1].parse().ok()?))
+}
+
+/// `trial=N` and `epoch=E` of an epoch line.
+fn epoch_of(line: &str) -> Option<(u64, u64)> {
+    Some((field(line, "trial=")?, field(line, "epoch=")?))
+}
+
+fn field(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split(key).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+fn experiment(dir: &Path, data: &Path) -> PathBuf {
+    let path = dir.join("experiment.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name: lab
+objective: {{ metric: val_accuracy, goal: 1.5 }}
+search_space:
+  training.learning_rate: {{ type: float, min: 0.0005, max: 0.003, log: true }}
+algorithm: {{ name: random }}
+budget: {{ max_trials: 3, parallel_trials: 2, max_retries: 2, max_failed_trials: 1 }}
+trial:
+  executor: swarm
+  swarm: {{ cpus: 1.5, memory_mb: 1024, node_lost_seconds: 2 }}
+  model:
+    input_size: 32
+    conv_blocks: [{{ filters: 16 }}, {{ filters: 32 }}]
+    dense: [{{ units: 32 }}]
+    training: {{ epochs: {EPOCHS}, learning_rate: 0.002, batch_size: 32, seed: 3 }}
+dataset: {{ path: "{}" }}
+seed: 5
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node() {
+    let Some(lab) = Lab::up() else { return };
+    let shared = lab.var("MLCI_LAB_SHARED");
+    let private = lab.var("MLCI_LAB_PRIVATE");
+    let registry = lab.var("MLCI_SWARM_REGISTRY");
+    let status = String::from_utf8_lossy(&lab.lab(&["status"]).stdout).into_owned();
+    assert_eq!(status.matches(": Ready, Active").count(), 3, "{status}");
+
+    let data = generated(&shared, 500);
+    let spec = experiment(&shared, &data);
+
+    // A data folder the nodes cannot see (each node mounts its own empty tmpfs over
+    // `private/`): refused before any trial, naming the nodes.
+    let o = run(lab
+        .mlci(&private.join("data"))
+        .args(["tune", "--no-mail"])
+        .arg(&spec));
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shared storage") && err.contains("3 of 3 nodes"),
+        "{err}"
+    );
+    for k in 1..=3 {
+        // Swarm refuses the bind ("bind source path does not exist"), or, had the folder
+        // been there, the probe would say the file is missing.
+        let said = err
+            .split(&format!("node mlab-{NAME}-n{k}: "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("node {k} not named: {err}"));
+        assert!(
+            said.starts_with("missing") || said.contains("does not exist"),
+            "{err}"
+        );
+    }
+    assert!(!err.contains("trial_started"), "a trial started: {err}");
+
+    // The experiment: two trials at a time, each reserving 1.5 of a node's 2 cores, so
+    // two never share a node.
+    let data_dir = shared.join("data");
+    let mut child = Running(
+        lab.mlci(&data_dir)
+            .args(["tune", "--no-mail"])
+            .arg(&spec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let mut log = Vec::new();
+    let mut node_of: BTreeMap<u64, u32> = BTreeMap::new();
+    let mut nodes_used = BTreeSet::new();
+    let mut killed: Option<(u64, u32, u64)> = None;
+    let mut drained: Option<(u64, u32, u64)> = None;
+    let started = Instant::now();
+    for line in BufReader::new(child.0.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push(line.clone());
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "the experiment ran for 15 minutes: {}",
+            log.join("\n")
+        );
+        if let Some((trial, node)) = placed(&line) {
+            node_of.insert(trial, node);
+            nodes_used.insert(node);
+            continue;
+        }
+        let Some((trial, epoch)) = epoch_of(&line) else {
+            continue;
+        };
+        let Some(&node) = node_of.get(&trial) else {
+            continue;
+        };
+        if node == 1 || epoch + 5 > EPOCHS {
+            continue;
+        }
+        match (killed, drained) {
+            // A worker's Engine dies (SIGKILL to its namespace: Engine, containerd and the
+            // trial's container at once) after the trial's third epoch.
+            (None, _) if epoch >= 3 => {
+                lab.lab(&["kill", &node.to_string()]);
+                killed = Some((trial, node, epoch));
+            }
+            // The other worker is drained while a trial trains on it.
+            (Some((_, dead, _)), None) if node != dead => {
+                lab.docker(&[
+                    "node",
+                    "update",
+                    "--availability",
+                    "drain",
+                    &format!("mlab-{NAME}-n{node}"),
+                ]);
+                drained = Some((trial, node, epoch));
+            }
+            _ => {}
+        }
+    }
+    let status = child.0.wait().unwrap();
+    let out = out_reader.join().unwrap();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(3), "{log}");
+    let (killed_trial, dead_node, killed_at) =
+        killed.unwrap_or_else(|| panic!("no trial ran on a worker: {log}"));
+    let (drained_trial, drained_node, drained_at) =
+        drained.unwrap_or_else(|| panic!("no trial ran on the other worker after the kill: {log}"));
+    assert!(nodes_used.len() >= 2, "trials ran on {nodes_used:?} only");
+    assert!(
+        log.contains(&format!("{}/mlci-trainer@sha256:", registry.display())),
+        "trials did not run the registry's image by digest: {log}"
+    );
+    assert!(
+        log.contains("every node sees the experiment's folder and the dataset"),
+        "{log}"
+    );
+
+    let id = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "experiment")
+        .unwrap_or_else(|| panic!("no experiment line: {out}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shown = show(&data_dir, &id);
+    let trials = shown["trials"].as_array().unwrap();
+    // Every trial once, each finished, each with every epoch once.
+    assert_eq!(
+        trials
+            .iter()
+            .map(|t| t["number"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    for t in trials {
+        assert_eq!(t["state"], "completed", "{t}");
+        let epochs: Vec<u64> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(epochs, (1..=EPOCHS).collect::<Vec<_>>(), "trial {}", t["number"]);
+    }
+    let events = shown["events"].as_array().unwrap();
+    let retried = |trial: u64, says: &str| {
+        events.iter().any(|e| {
+            e["kind"] == "trial_retried"
+                && e["trial"] == trial
+                && e["message"].as_str().unwrap().contains(says)
+        })
+    };
+    assert!(
+        retried(killed_trial, &format!("node mlab-{NAME}-n{dead_node} is down")),
+        "trial {killed_trial} was not retried as lost: {events:?}"
+    );
+    assert!(
+        retried(drained_trial, "shut down from outside"),
+        "trial {drained_trial} was not retried after the drain: {events:?}"
+    );
+    for (trial, at, node) in [
+        (killed_trial, killed_at, dead_node),
+        (drained_trial, drained_at, drained_node),
+    ] {
+        let t = &trials[trial as usize - 1];
+        assert!(t["attempts"].as_u64().unwrap() >= 2, "{t}");
+        // Resumed from its checkpoint, on another node: epoch 1 ran once.
+        let trial_log =
+            std::fs::read_to_string(Path::new(t["artifacts"].as_str().unwrap()).join("trial.log")).unwrap();
+        // (The same trial may have been both: killed on one worker, drained on the other.)
+        let resumed: Vec<u64> = trial_log
+            .split("resuming from checkpoint")
+            .skip(1)
+            .filter_map(|rest| field(rest, "epoch="))
+            .collect();
+        assert!(
+            resumed.iter().any(|e| *e >= at),
+            "trial {trial} had reached epoch {at} but resumed at {resumed:?}"
+        );
+        assert_eq!(
+            trial_log.matches(&format!("epoch 1/{EPOCHS} done")).count(),
+            1,
+            "trial {trial} restarted from epoch 1"
+        );
+        let later: Vec<u32> = log
+            .lines()
+            .filter_map(placed)
+            .filter(|(t, _)| *t == trial)
+            .map(|(_, n)| n)
+            .collect();
+        assert!(
+            later.len() >= 2 && later.last() != Some(&node),
+            "trial {trial} ran on nodes {later:?}, finishing on {node}, which it lost"
+        );
+    }
+
+    // Down: nothing of the lab is left (processes, namespaces, links, the registry's data).
+    let base = lab.base.clone();
+    let root = base.join(NAME);
+    drop(lab);
+    Lab::down(&base);
+    assert!(!root.exists(), "{} is left", root.display());
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains(&format!("mlab-{NAME}-")),
+        "namespaces left"
+    );
+    let links = Command::new("ip").args(["-br", "link"]).output().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains(&format!("mlab-{NAME}")),
+        "links left"
+    );
+    let marker = root.display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(!cmdline.contains(&marker), "a lab process is left: {cmdline}");
+        }
+    }
+}
