@@ -139,6 +139,19 @@ impl Lab {
         o
     }
 
+    /// `docker` against node `k`'s own Engine; its stdout.
+    fn node_docker(&self, k: u32, args: &[&str]) -> String {
+        let sock = self.base.join(NAME).join(format!("n{k}/docker.sock"));
+        let o = Command::new("docker")
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?} on n{k}: {}", stderr(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     fn down(base: &Path) {
         let o = Self::command(base, &["down"]).output().unwrap();
         assert!(o.status.success(), "swarm-lab down: {}", stderr(&o));
@@ -185,8 +198,10 @@ fn field(line: &str, key: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-fn experiment(dir: &Path, data: &Path) -> PathBuf {
-    let path = dir.join("experiment.yaml");
+/// The experiment: `parallel` trials at a time, each reserving 1.5 of a node's 2 cores,
+/// so two never share a node.
+fn experiment(dir: &Path, data: &Path, trials: usize, epochs: u64, input_size: u32) -> PathBuf {
+    let path = dir.join(format!("experiment-{trials}-{epochs}.yaml"));
     std::fs::write(
         &path,
         format!(
@@ -195,15 +210,15 @@ objective: {{ metric: val_accuracy, goal: 1.5 }}
 search_space:
   training.learning_rate: {{ type: float, min: 0.0005, max: 0.003, log: true }}
 algorithm: {{ name: random }}
-budget: {{ max_trials: 3, parallel_trials: 2, max_retries: 2, max_failed_trials: 1 }}
+budget: {{ max_trials: {trials}, parallel_trials: 2, max_retries: 2, max_failed_trials: 1 }}
 trial:
   executor: swarm
   swarm: {{ cpus: 1.5, memory_mb: 1024, node_lost_seconds: 2 }}
   model:
-    input_size: 32
+    input_size: {input_size}
     conv_blocks: [{{ filters: 16 }}, {{ filters: 32 }}]
     dense: [{{ units: 32 }}]
-    training: {{ epochs: {EPOCHS}, learning_rate: 0.002, batch_size: 32, seed: 3 }}
+    training: {{ epochs: {epochs}, learning_rate: 0.002, batch_size: 32, seed: 3 }}
 dataset: {{ path: "{}" }}
 seed: 5
 "#,
@@ -212,6 +227,133 @@ seed: 5
     )
     .unwrap();
     path
+}
+
+/// Run `mlci tune SPEC` against the lab, calling `on_epoch(trial, node, epoch, line)` for
+/// each epoch line of a trial whose node is known, and with epoch 0 for each retry line;
+/// returns mlci's log and `experiments show`. Exit 3 expected (the goal is unreachable,
+/// so every trial runs).
+fn run_experiment(
+    lab: &Lab,
+    data_dir: &Path,
+    spec: &Path,
+    mut on_epoch: impl FnMut(u64, u32, u64, &str),
+) -> (String, Value) {
+    let mut child = Running(
+        lab.mlci(data_dir)
+            .args(["tune", "--no-mail"])
+            .arg(spec)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let mut log = Vec::new();
+    let mut node_of: BTreeMap<u64, u32> = BTreeMap::new();
+    let started = Instant::now();
+    for line in BufReader::new(child.0.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        log.push(line.clone());
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "the experiment ran for 15 minutes: {}",
+            log.join("\n")
+        );
+        if let Some((trial, node)) = placed(&line) {
+            node_of.insert(trial, node);
+            continue;
+        }
+        if line.contains("event=trial_retried") {
+            let trial = field(&line, "trial=").unwrap_or_default();
+            on_epoch(trial, node_of.get(&trial).copied().unwrap_or(0), 0, &line);
+            continue;
+        }
+        let Some((trial, epoch)) = epoch_of(&line) else {
+            continue;
+        };
+        if let Some(&node) = node_of.get(&trial) {
+            on_epoch(trial, node, epoch, &line);
+        }
+    }
+    let status = child.0.wait().unwrap();
+    let out = out_reader.join().unwrap();
+    let log = log.join("\n");
+    assert_eq!(status.code(), Some(3), "{log}");
+    let id = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "experiment")
+        .unwrap_or_else(|| panic!("no experiment line: {out}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (log, show(data_dir, &id))
+}
+
+/// Trials 1..=n, each once, each completed with every epoch once.
+fn every_trial_once(shown: &Value, n: u64, epochs: u64) {
+    let trials = shown["trials"].as_array().unwrap();
+    assert_eq!(
+        trials
+            .iter()
+            .map(|t| t["number"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+    for t in trials {
+        assert_eq!(t["state"], "completed", "{t}");
+        let steps: Vec<u64> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=epochs).collect::<Vec<_>>(), "trial {}", t["number"]);
+    }
+}
+
+/// `trial`, interrupted at epoch `at` on `node`, was retried (the retry's message says
+/// `why`), resumed from a checkpoint at `at` or later (epoch 1 ran once), and finished
+/// on another node.
+fn resumed_elsewhere(shown: &Value, log: &str, (trial, at, node): (u64, u64, u32), why: &str, epochs: u64) {
+    let events = shown["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "trial_retried"
+            && e["trial"] == trial
+            && e["message"].as_str().unwrap().contains(why)),
+        "trial {trial} was not retried for '{why}': {events:?}"
+    );
+    let t = &shown["trials"][trial as usize - 1];
+    assert!(t["attempts"].as_u64().unwrap() >= 2, "{t}");
+    let trial_log =
+        std::fs::read_to_string(Path::new(t["artifacts"].as_str().unwrap()).join("trial.log")).unwrap();
+    // (The same trial may have been both: killed on one worker, drained on the other.)
+    let resumed: Vec<u64> = trial_log
+        .split("resuming from checkpoint")
+        .skip(1)
+        .filter_map(|rest| field(rest, "epoch="))
+        .collect();
+    assert!(
+        resumed.iter().any(|e| *e >= at),
+        "trial {trial} had reached epoch {at} but resumed at {resumed:?}"
+    );
+    assert_eq!(
+        trial_log.matches(&format!("epoch 1/{epochs} done")).count(),
+        1,
+        "trial {trial} restarted from epoch 1"
+    );
+    let placements: Vec<u32> = log
+        .lines()
+        .filter_map(placed)
+        .filter(|(t, _)| *t == trial)
+        .map(|(_, n)| n)
+        .collect();
+    assert!(
+        placements.len() >= 2 && placements.last() != Some(&node),
+        "trial {trial} ran on nodes {placements:?}, finishing on {node}, which it lost"
+    );
 }
 
 #[test]
@@ -224,7 +366,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     assert_eq!(status.matches(": Ready, Active").count(), 3, "{status}");
 
     let data = generated(&shared, 500);
-    let spec = experiment(&shared, &data);
+    let spec = experiment(&shared, &data, 3, EPOCHS, 32);
 
     // A data folder the nodes cannot see (each node mounts its own empty tmpfs over
     // `private/`): refused before any trial, naming the nodes.
@@ -252,56 +394,22 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     }
     assert!(!err.contains("trial_started"), "a trial started: {err}");
 
-    // The experiment: two trials at a time, each reserving 1.5 of a node's 2 cores, so
-    // two never share a node.
+    // A worker's Engine dies (SIGKILL to its namespace: Engine, containerd and the
+    // trial's container at once) after a trial's third epoch; then the other worker is
+    // drained while a trial trains on it.
     let data_dir = shared.join("data");
-    let mut child = Running(
-        lab.mlci(&data_dir)
-            .args(["tune", "--no-mail"])
-            .arg(&spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let out_reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let mut log = Vec::new();
-    let mut node_of: BTreeMap<u64, u32> = BTreeMap::new();
-    let mut nodes_used = BTreeSet::new();
+    let spec = experiment(&shared, &data, 3, EPOCHS, 32);
     let mut killed: Option<(u64, u32, u64)> = None;
     let mut drained: Option<(u64, u32, u64)> = None;
-    let started = Instant::now();
-    for line in BufReader::new(child.0.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        log.push(line.clone());
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "the experiment ran for 15 minutes: {}",
-            log.join("\n")
-        );
-        if let Some((trial, node)) = placed(&line) {
-            node_of.insert(trial, node);
-            nodes_used.insert(node);
-            continue;
-        }
-        let Some((trial, epoch)) = epoch_of(&line) else {
-            continue;
-        };
-        let Some(&node) = node_of.get(&trial) else {
-            continue;
-        };
-        if node == 1 || epoch + 5 > EPOCHS {
-            continue;
+    let (log, shown) = run_experiment(&lab, &data_dir, &spec, |trial, node, epoch, _| {
+        if node == 1 || epoch == 0 || epoch + 5 > EPOCHS {
+            return;
         }
         match (killed, drained) {
-            // A worker's Engine dies (SIGKILL to its namespace: Engine, containerd and the
-            // trial's container at once) after the trial's third epoch.
             (None, _) if epoch >= 3 => {
                 lab.lab(&["kill", &node.to_string()]);
                 killed = Some((trial, node, epoch));
             }
-            // The other worker is drained while a trial trains on it.
             (Some((_, dead, _)), None) if node != dead => {
                 lab.docker(&[
                     "node",
@@ -314,15 +422,12 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
             }
             _ => {}
         }
-    }
-    let status = child.0.wait().unwrap();
-    let out = out_reader.join().unwrap();
-    let log = log.join("\n");
-    assert_eq!(status.code(), Some(3), "{log}");
+    });
     let (killed_trial, dead_node, killed_at) =
         killed.unwrap_or_else(|| panic!("no trial ran on a worker: {log}"));
     let (drained_trial, drained_node, drained_at) =
         drained.unwrap_or_else(|| panic!("no trial ran on the other worker after the kill: {log}"));
+    let nodes_used: BTreeSet<u32> = log.lines().filter_map(placed).map(|(_, n)| n).collect();
     assert!(nodes_used.len() >= 2, "trials ran on {nodes_used:?} only");
     assert!(
         log.contains(&format!("{}/mlci-trainer@sha256:", registry.display())),
@@ -332,85 +437,69 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
         log.contains("every node sees the experiment's folder and the dataset"),
         "{log}"
     );
-
-    let id = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["event"] == "experiment")
-        .unwrap_or_else(|| panic!("no experiment line: {out}"))["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let shown = show(&data_dir, &id);
-    let trials = shown["trials"].as_array().unwrap();
-    // Every trial once, each finished, each with every epoch once.
-    assert_eq!(
-        trials
-            .iter()
-            .map(|t| t["number"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        [1, 2, 3]
-    );
-    for t in trials {
-        assert_eq!(t["state"], "completed", "{t}");
-        let epochs: Vec<u64> = t["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["step"].as_u64().unwrap())
-            .collect();
-        assert_eq!(epochs, (1..=EPOCHS).collect::<Vec<_>>(), "trial {}", t["number"]);
-    }
-    let events = shown["events"].as_array().unwrap();
-    let retried = |trial: u64, says: &str| {
-        events.iter().any(|e| {
-            e["kind"] == "trial_retried"
-                && e["trial"] == trial
-                && e["message"].as_str().unwrap().contains(says)
-        })
-    };
-    assert!(
-        retried(killed_trial, &format!("node mlab-{NAME}-n{dead_node} is down")),
-        "trial {killed_trial} was not retried as lost: {events:?}"
-    );
-    assert!(
-        retried(drained_trial, "shut down from outside"),
-        "trial {drained_trial} was not retried after the drain: {events:?}"
-    );
-    for (trial, at, node) in [
-        (killed_trial, killed_at, dead_node),
+    every_trial_once(&shown, 3, EPOCHS);
+    let lost = format!("node mlab-{NAME}-n{dead_node} is down");
+    resumed_elsewhere(&shown, &log, (killed_trial, killed_at, dead_node), &lost, EPOCHS);
+    resumed_elsewhere(
+        &shown,
+        &log,
         (drained_trial, drained_at, drained_node),
-    ] {
-        let t = &trials[trial as usize - 1];
-        assert!(t["attempts"].as_u64().unwrap() >= 2, "{t}");
-        // Resumed from its checkpoint, on another node: epoch 1 ran once.
-        let trial_log =
-            std::fs::read_to_string(Path::new(t["artifacts"].as_str().unwrap()).join("trial.log")).unwrap();
-        // (The same trial may have been both: killed on one worker, drained on the other.)
-        let resumed: Vec<u64> = trial_log
-            .split("resuming from checkpoint")
-            .skip(1)
-            .filter_map(|rest| field(rest, "epoch="))
-            .collect();
+        "shut down from outside",
+        EPOCHS,
+    );
+    drop(lab);
+
+    // A new lab: a worker's network is cut under a running trial (its Engine and the
+    // trial's container live on, unreachable), then healed once the trial was retried
+    // elsewhere. The trial resumes from its checkpoint; the cut-off attempt, fenced by
+    // its lease, writes nothing more, and Swarm removes its container after the heal.
+    let Some(lab) = Lab::up() else { return };
+    let shared = lab.var("MLCI_LAB_SHARED");
+    let data = generated(&shared, 500);
+    let data_dir = shared.join("data");
+    let slow = 40;
+    let spec = experiment(&shared, &data, 2, slow, 48);
+    let mut cut: Option<(u64, u32, u64)> = None;
+    let mut healed = false;
+    let (log, shown) = run_experiment(&lab, &data_dir, &spec, |trial, node, epoch, line| {
+        if cut.is_none() && node != 1 && epoch >= 3 && epoch + 10 <= slow {
+            lab.lab(&["cut", &node.to_string()]);
+            cut = Some((trial, node, epoch));
+        }
+        if let Some((t, node, _)) = cut {
+            if !healed && line.contains("event=trial_retried") && field(line, "trial=") == Some(t) {
+                lab.lab(&["heal", &node.to_string()]);
+                healed = true;
+            }
+        }
+    });
+    let (cut_trial, cut_node, cut_at) = cut.unwrap_or_else(|| panic!("no trial ran on a worker: {log}"));
+    assert!(healed, "trial {cut_trial} was never retried: {log}");
+    every_trial_once(&shown, 2, slow);
+    let lost = format!("node mlab-{NAME}-n{cut_node} is down");
+    resumed_elsewhere(&shown, &log, (cut_trial, cut_at, cut_node), &lost, slow);
+    // Back on the network, the node is ready again and keeps no container of the experiment.
+    let id = shown["experiment"]["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nodes = String::from_utf8_lossy(
+            &lab.docker(&["node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+                .stdout,
+        )
+        .into_owned();
+        let left = lab.node_docker(
+            cut_node,
+            &["ps", "-aq", "--filter", &format!("label=mlci.owner={id}")],
+        );
+        let ready = nodes.contains(&format!("mlab-{NAME}-n{cut_node} Ready"));
+        if ready && left.trim().is_empty() {
+            break;
+        }
         assert!(
-            resumed.iter().any(|e| *e >= at),
-            "trial {trial} had reached epoch {at} but resumed at {resumed:?}"
+            Instant::now() < deadline,
+            "a minute after the heal: nodes {nodes}, containers left on n{cut_node}: {left}"
         );
-        assert_eq!(
-            trial_log.matches(&format!("epoch 1/{EPOCHS} done")).count(),
-            1,
-            "trial {trial} restarted from epoch 1"
-        );
-        let later: Vec<u32> = log
-            .lines()
-            .filter_map(placed)
-            .filter(|(t, _)| *t == trial)
-            .map(|(_, n)| n)
-            .collect();
-        assert!(
-            later.len() >= 2 && later.last() != Some(&node),
-            "trial {trial} ran on nodes {later:?}, finishing on {node}, which it lost"
-        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 
     // Down: nothing of the lab is left (processes, namespaces, links, the registry's data).
