@@ -699,6 +699,25 @@ mod tests {
     }
 
     #[test]
+    fn the_swarm_registry_is_checked_when_the_config_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mlci.toml");
+        let load = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            Config::load(Some(&file), Some(dir.path().to_owned()), Some(1), None)
+        };
+        let cfg = load("[swarm]\nregistry = \"10.0.0.1:5000\"\ncheck_seconds = 30\n").unwrap();
+        assert_eq!(cfg.swarm.registry.as_deref(), Some("10.0.0.1:5000"));
+        assert_eq!(cfg.swarm.check_seconds, Some(30.0));
+        let err = load("[swarm]\nregistry = \"http://10.0.0.1:5000\"\n").unwrap_err().0;
+        assert!(err.contains("swarm.registry") && err.contains("scheme"), "{err}");
+        let err = load("[swarm]\ncheck_seconds = -1\n").unwrap_err().0;
+        assert!(err.contains("swarm.check_seconds"), "{err}");
+        let err = load("[swarm]\nregistery = \"x\"\n").unwrap_err().0;
+        assert!(err.contains("registery"), "{err}");
+    }
+
+    #[test]
     fn the_policy_refuses_host_commands_unless_the_operator_allows_them() {
         use mlci_core::ExecutorKind::{Container, InProcess, Subprocess, Swarm};
         let file: FileConfig = toml::from_str("[server.policy]\n").unwrap();

@@ -30,6 +30,8 @@ const EPOCHS: u64 = 30;
 struct Lab {
     base: PathBuf,
     env: Vec<(String, String)>,
+    /// The static mlci for the trainer image, as the other container tests use.
+    trainer: PathBuf,
 }
 
 impl Lab {
@@ -44,6 +46,7 @@ impl Lab {
     }
 
     fn up() -> Option<Self> {
+        let trainer = crate::tune::static_mlci()?;
         let uid = Command::new("id").arg("-u").output().unwrap();
         if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
             mlci_containers::testing::missing(
@@ -84,6 +87,7 @@ impl Lab {
         let mut lab = Self {
             base: base.clone(),
             env: Vec::new(),
+            trainer,
         };
         let o = Self::command(&base, &["up", "--subnet", SUBNET])
             .output()
@@ -123,7 +127,8 @@ impl Lab {
     /// `mlci` against the lab's manager and registry.
     fn mlci(&self, data_dir: &Path) -> Command {
         let mut cmd = mlci(data_dir);
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env("MLCI_TRAINER_BINARY", &self.trainer);
         cmd
     }
 
@@ -292,6 +297,26 @@ fn run_experiment(
     (log, show(data_dir, &id))
 }
 
+/// Two trials never ran on one node at the same time: each reserves 1.5 of a node's 2
+/// cores, so Swarm must place a second one elsewhere (or queue it). A trial runs on its
+/// node from its "trial task running" line to its next end (completed, retried).
+fn never_shared_a_node(log: &str) {
+    let mut running: BTreeMap<u64, u32> = BTreeMap::new();
+    for line in log.lines() {
+        if let Some((trial, node)) = placed(line) {
+            assert!(
+                !running.iter().any(|(t, n)| *n == node && *t != trial),
+                "trial {trial} placed on n{node} beside another: {running:?}\n{line}"
+            );
+            running.insert(trial, node);
+        } else if line.contains("event=trial_completed") || line.contains("event=trial_retried") {
+            if let Some(trial) = field(line, "trial=") {
+                running.remove(&trial);
+            }
+        }
+    }
+}
+
 /// Trials 1..=n, each once, each completed with every epoch once.
 fn every_trial_once(shown: &Value, n: u64, epochs: u64) {
     let trials = shown["trials"].as_array().unwrap();
@@ -429,6 +454,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
         drained.unwrap_or_else(|| panic!("no trial ran on the other worker after the kill: {log}"));
     let nodes_used: BTreeSet<u32> = log.lines().filter_map(placed).map(|(_, n)| n).collect();
     assert!(nodes_used.len() >= 2, "trials ran on {nodes_used:?} only");
+    never_shared_a_node(&log);
     assert!(
         log.contains(&format!("{}/mlci-trainer@sha256:", registry.display())),
         "trials did not run the registry's image by digest: {log}"
