@@ -709,7 +709,9 @@ mod tests {
         let cfg = load("[swarm]\nregistry = \"10.0.0.1:5000\"\ncheck_seconds = 30\n").unwrap();
         assert_eq!(cfg.swarm.registry.as_deref(), Some("10.0.0.1:5000"));
         assert_eq!(cfg.swarm.check_seconds, Some(30.0));
-        let err = load("[swarm]\nregistry = \"http://10.0.0.1:5000\"\n").unwrap_err().0;
+        let err = load("[swarm]\nregistry = \"http://10.0.0.1:5000\"\n")
+            .unwrap_err()
+            .0;
         assert!(err.contains("swarm.registry") && err.contains("scheme"), "{err}");
         let err = load("[swarm]\ncheck_seconds = -1\n").unwrap_err().0;
         assert!(err.contains("swarm.check_seconds"), "{err}");

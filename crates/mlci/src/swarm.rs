@@ -186,7 +186,7 @@ pub(crate) fn cmd_probe_files(args: &crate::cli::ProbeFilesArgs) -> Exit {
             Some((path, size.parse::<u64>().ok()?, sha))
         });
         let Some((path, size, sha)) = parsed else {
-            println!("bad argument {arg}: want PATH=SIZE:SHA256");
+            crate::emit_plain(&format!("bad argument {arg}: want PATH=SIZE:SHA256"));
             return Exit::BadInput;
         };
         let line = match digest(Path::new(path)) {
@@ -198,7 +198,7 @@ pub(crate) fn cmd_probe_files(args: &crate::cli::ProbeFilesArgs) -> Exit {
         if !line.starts_with("ok ") {
             all = Exit::Failure;
         }
-        println!("{line}");
+        crate::emit_plain(&line);
     }
     all
 }

@@ -10,6 +10,7 @@
 //! Needs root (namespaces, links) and the lab's tools (scripts/setup installs them); a
 //! missing one fails the test naming it (`MLCI_SKIP=docker` opts out).
 #![allow(clippy::disallowed_methods)] // tests read their own switches
+#![allow(clippy::print_stderr)] // a failed teardown is said, not hidden
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
