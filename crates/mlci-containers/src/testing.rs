@@ -34,6 +34,14 @@ pub fn missing(category: &str, tool: &str, why: impl std::fmt::Display, install:
     }
 }
 
+/// Whether `tool` is a command on `PATH` (`command -v`).
+pub fn on_path(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The Engine at `DOCKER_HOST` (else the default socket); without one the test fails
 /// (or, opted out with `MLCI_SKIP=docker`, is counted as skipped: `None`).
 pub fn engine() -> Option<Arc<Engine>> {

@@ -556,11 +556,7 @@ fn first_build_stays_right_past_a_hundred_builds() {
 #[test]
 fn a_step_script_cancels_its_run_on_sigterm_to_the_script_alone() {
     for tool in ["bash", "curl", "jq"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
+        if !mlci_containers::testing::on_path(tool) {
             mlci_containers::testing::missing(
                 "shell",
                 tool,

@@ -58,6 +58,28 @@ fn generated(dir: &Path, per_class: usize) -> PathBuf {
     data
 }
 
+/// Trials 1..=n, each once, each completed with every epoch once.
+pub(crate) fn every_trial_once(shown: &Value, n: u64, epochs: u64) {
+    let trials = shown["trials"].as_array().unwrap();
+    assert_eq!(
+        trials
+            .iter()
+            .map(|t| t["number"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<_>>()
+    );
+    for t in trials {
+        assert_eq!(t["state"], "completed", "{t}");
+        let steps: Vec<u64> = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, (1..=epochs).collect::<Vec<_>>(), "trial {}", t["number"]);
+    }
+}
+
 fn spec_file(dir: &Path, epochs: usize) -> PathBuf {
     let path = dir.join("spec.json");
     let mut spec: Value = serde_json::from_str(include_str!("../../../../examples/demo.json")).unwrap();

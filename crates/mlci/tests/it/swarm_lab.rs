@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::tune::show;
-use crate::{generated, mlci, run, stderr};
+use crate::{every_trial_once, generated, mlci, run, stderr};
 
 const NAME: &str = "it";
 const SUBNET: &str = "10.213.9";
@@ -69,11 +69,7 @@ impl Lab {
             "curl",
             "iptables",
         ] {
-            let found = Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !found {
+            if !mlci_containers::testing::on_path(tool) {
                 mlci_containers::testing::missing(
                     "docker",
                     tool,
@@ -315,28 +311,6 @@ fn never_shared_a_node(log: &str) {
                 running.remove(&trial);
             }
         }
-    }
-}
-
-/// Trials 1..=n, each once, each completed with every epoch once.
-fn every_trial_once(shown: &Value, n: u64, epochs: u64) {
-    let trials = shown["trials"].as_array().unwrap();
-    assert_eq!(
-        trials
-            .iter()
-            .map(|t| t["number"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        (1..=n).collect::<Vec<_>>()
-    );
-    for t in trials {
-        assert_eq!(t["state"], "completed", "{t}");
-        let steps: Vec<u64> = t["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["step"].as_u64().unwrap())
-            .collect();
-        assert_eq!(steps, (1..=epochs).collect::<Vec<_>>(), "trial {}", t["number"]);
     }
 }
 
