@@ -200,9 +200,15 @@ fn field(line: &str, key: &str) -> Option<u64> {
     rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// The experiment: `parallel` trials at a time, each reserving 1.5 of a node's 2 cores,
-/// so two never share a node.
-fn experiment(dir: &Path, data: &Path, trials: usize, epochs: u64, input_size: u32) -> PathBuf {
+/// The experiment: `trials` trials, `parallel` at a time, each reserving 1.5 of a node's
+/// 2 cores, so two never share a node.
+fn experiment(
+    dir: &Path,
+    data: &Path,
+    (trials, parallel): (usize, usize),
+    epochs: u64,
+    input_size: u32,
+) -> PathBuf {
     let path = dir.join(format!("experiment-{trials}-{epochs}.yaml"));
     std::fs::write(
         &path,
@@ -212,7 +218,7 @@ objective: {{ metric: val_accuracy, goal: 1.5 }}
 search_space:
   training.learning_rate: {{ type: float, min: 0.0005, max: 0.003, log: true }}
 algorithm: {{ name: random }}
-budget: {{ max_trials: {trials}, parallel_trials: 2, max_retries: 2, max_failed_trials: 1 }}
+budget: {{ max_trials: {trials}, parallel_trials: {parallel}, max_retries: 2, max_failed_trials: 1 }}
 trial:
   executor: swarm
   swarm: {{ cpus: 1.5, memory_mb: 1024, node_lost_seconds: 2 }}
@@ -295,9 +301,10 @@ fn run_experiment(
 }
 
 /// Two trials never ran on one node at the same time: each reserves 1.5 of a node's 2
-/// cores, so Swarm must place a second one elsewhere (or queue it). A trial runs on its
-/// node from its "trial task running" line to its next end (completed, retried).
-fn never_shared_a_node(log: &str) {
+/// cores, so Swarm must place a second one elsewhere (or queue it). A trial holds its node
+/// from its "trial task running" line to its last epoch (its container exits right after;
+/// mlci says `trial_completed` only once it has read the rest of the log) or its retry.
+fn never_shared_a_node(log: &str, epochs: u64) {
     let mut running: BTreeMap<u64, u32> = BTreeMap::new();
     for line in log.lines() {
         if let Some((trial, node)) = placed(line) {
@@ -306,7 +313,11 @@ fn never_shared_a_node(log: &str) {
                 "trial {trial} placed on n{node} beside another: {running:?}\n{line}"
             );
             running.insert(trial, node);
-        } else if line.contains("event=trial_completed") || line.contains("event=trial_retried") {
+        } else if let Some((trial, epoch)) = epoch_of(line) {
+            if epoch == epochs {
+                running.remove(&trial);
+            }
+        } else if line.contains("event=trial_retried") {
             if let Some(trial) = field(line, "trial=") {
                 running.remove(&trial);
             }
@@ -366,7 +377,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     assert_eq!(status.matches(": Ready, Active").count(), 3, "{status}");
 
     let data = generated(&shared, 500);
-    let spec = experiment(&shared, &data, 3, EPOCHS, 32);
+    let spec = experiment(&shared, &data, (4, 3), EPOCHS, 32);
 
     // A data folder the nodes cannot see (each node mounts its own empty tmpfs over
     // `private/`): refused before any trial, naming the nodes.
@@ -394,11 +405,12 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     }
     assert!(!err.contains("trial_started"), "a trial started: {err}");
 
-    // A worker's Engine dies (SIGKILL to its namespace: Engine, containerd and the
-    // trial's container at once) after a trial's third epoch; then the other worker is
-    // drained while a trial trains on it.
+    // Four trials, three at a time: one on each node. A worker's Engine dies (SIGKILL to
+    // its namespace: Engine, containerd and the trial's container at once) after its
+    // trial's third epoch; then the other worker is drained under its trial. Both trials
+    // and the fourth finish on the manager, the one node left.
     let data_dir = shared.join("data");
-    let spec = experiment(&shared, &data, 3, EPOCHS, 32);
+    let spec = experiment(&shared, &data, (4, 3), EPOCHS, 32);
     let mut killed: Option<(u64, u32, u64)> = None;
     let mut drained: Option<(u64, u32, u64)> = None;
     let (log, shown) = run_experiment(&lab, &data_dir, &spec, |trial, node, epoch, _| {
@@ -429,7 +441,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
         drained.unwrap_or_else(|| panic!("no trial ran on the other worker after the kill: {log}"));
     let nodes_used: BTreeSet<u32> = log.lines().filter_map(placed).map(|(_, n)| n).collect();
     assert!(nodes_used.len() >= 2, "trials ran on {nodes_used:?} only");
-    never_shared_a_node(&log);
+    never_shared_a_node(&log, EPOCHS);
     assert!(
         log.contains(&format!("{}/mlci-trainer@sha256:", registry.display())),
         "trials did not run the registry's image by digest: {log}"
@@ -438,7 +450,12 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
         log.contains("every node sees the experiment's folder and the dataset"),
         "{log}"
     );
-    every_trial_once(&shown, 3, EPOCHS);
+    assert_eq!(
+        nodes_used.len(),
+        3,
+        "three trials at a time ran on {nodes_used:?}"
+    );
+    every_trial_once(&shown, 4, EPOCHS);
     let lost = format!("node mlab-{NAME}-n{dead_node} is down");
     resumed_elsewhere(&shown, &log, (killed_trial, killed_at, dead_node), &lost, EPOCHS);
     resumed_elsewhere(
@@ -459,7 +476,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     let data = generated(&shared, 500);
     let data_dir = shared.join("data");
     let slow = 40;
-    let spec = experiment(&shared, &data, 2, slow, 48);
+    let spec = experiment(&shared, &data, (2, 2), slow, 48);
     let mut cut: Option<(u64, u32, u64)> = None;
     let mut healed = false;
     let (log, shown) = run_experiment(&lab, &data_dir, &spec, |trial, node, epoch, line| {
