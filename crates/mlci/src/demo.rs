@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 use crate::cli::{DemoArgs, ServeArgs};
 use crate::config::{Config, RepositorySection, ServerSection};
 use crate::exit::Exit;
+use crate::hex;
 use crate::{bad, emit_plain};
 
 /// The model repository's name in the demo's service.
@@ -390,10 +391,6 @@ fn random_hex(n: usize) -> anyhow::Result<String> {
 /// A token or a webhook secret for this run only (never printed or logged).
 fn made_up_secret() -> anyhow::Result<Secret> {
     Ok(Secret::new(random_hex(32)?))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first 12 characters of a sha or container id.

@@ -78,11 +78,7 @@ fn binary_hash(binary: &Path) -> anyhow::Result<String> {
         return Ok(hash.clone());
     }
     let content = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let hash: String = sha2::Sha256::digest(&content)
-        .iter()
-        .take(6)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hash = crate::hex(&sha2::Sha256::digest(&content)[..6]);
     seen.push((key, hash.clone()));
     Ok(hash)
 }

@@ -278,6 +278,11 @@ fn cmd_inspect(args: InspectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Lowercase hex of `bytes` (digests, tokens).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) fn emit_plain(line: &str) {
     println!("{line}");

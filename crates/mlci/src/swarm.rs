@@ -12,9 +12,9 @@ use mlci_containers::{SharedFile, SwarmExecutor};
 use mlci_core::ExperimentSpec;
 use sha2::Digest;
 
-use crate::bad;
 use crate::config::Config;
 use crate::exit::Exit;
+use crate::{bad, hex};
 
 /// The probe file's name in the experiment's folder (removed after the check).
 const PROBE_FILE: &str = ".mlci-storage-probe";
@@ -147,10 +147,6 @@ fn digest(path: &Path) -> std::io::Result<(u64, String)> {
         h.update(&buf[..n]);
     }
     Ok((size, hex(&h.finalize())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The first regular file (names sorted, at most three folders deep, no links
