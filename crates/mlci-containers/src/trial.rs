@@ -177,9 +177,6 @@ pub fn check_readable(data: &Path, uid: u32) -> Result<(), Failure> {
 
 /// A model trial ready to run: its container (command, mounts, labels,
 /// limits, user) with the spec written into the trial folder.
-/// The trainer's lease file in a trial folder (`mlci train --lease`).
-const LEASE_FILE: &str = "lease";
-
 /// A token no other attempt has: the attempt, this process and the time.
 fn lease_token(attempt: u32) -> String {
     let nanos = std::time::SystemTime::now()
@@ -206,7 +203,7 @@ pub(crate) fn model_trial_spec(
     // An earlier attempt still running somewhere (its host cut off, not dead) sees a
     // token that is not its own and stops without writing.
     let lease = lease_token(req.attempt);
-    let lease_path = req.workdir.join(LEASE_FILE);
+    let lease_path = req.workdir.join(mlci_core::LEASE_FILE);
     std::fs::write(&lease_path, &lease).map_err(|e| crashed("cannot write", &lease_path, e))?;
     let (uid, gid) = container_user(&req.workdir)?;
     check_readable(&data, uid)?;

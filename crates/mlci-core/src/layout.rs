@@ -98,6 +98,11 @@ impl DataLayout {
     }
 }
 
+/// The file in a run's output folder (a trial's folder) holding the token of the attempt
+/// that may write there: written by the executor before each container or swarm attempt,
+/// checked by the trainer before each checkpoint (`mlci train --lease`).
+pub const LEASE_FILE: &str = "lease";
+
 /// A trial's folder inside an experiment's folder (what the tuner is handed).
 pub fn trial_dir_in(experiment_dir: &Path, number: u32) -> PathBuf {
     experiment_dir.join("trials").join(number.to_string())

@@ -38,7 +38,7 @@ pub use experiment::{
     Objective, ParamSpec, ParamValue, Params, Prefer, Prior, PriorTrial, PrunerSpec, SearchSpace,
     StartupDesign, SwarmSpec, TrialTemplate,
 };
-pub use layout::{trial_dir_in, DataLayout};
+pub use layout::{trial_dir_in, DataLayout, LEASE_FILE};
 pub use markup::escape_markup;
 pub use metrics::{EpochMetrics, StopReason, TrainingOutcome};
 pub use params::{apply_params, base_params, describe, MODEL_KEYS};

@@ -28,4 +28,4 @@ pub use error::{DataError, TrainError};
 pub use executor::InProcessExecutor;
 pub use mlci_core::Control;
 pub use predict::{Confusion, Prediction, Predictor};
-pub use trainer::{evaluate, train, Observer, Quiet, SavedModel, TrainOptions, LEASE_FILE};
+pub use trainer::{evaluate, train, Observer, Quiet, SavedModel, TrainOptions};

@@ -46,15 +46,12 @@ pub struct TrainOptions {
     pub lease: Option<String>,
 }
 
-/// The name of the lease file in a run's output folder.
-pub const LEASE_FILE: &str = "lease";
-
 /// Whether `out_dir/lease` still holds `token` (a run without a lease always holds).
 fn check_lease(opts: &TrainOptions) -> Result<(), TrainError> {
     let Some(token) = &opts.lease else {
         return Ok(());
     };
-    let path = opts.out_dir.join(LEASE_FILE);
+    let path = opts.out_dir.join(mlci_core::LEASE_FILE);
     match std::fs::read_to_string(&path) {
         Ok(held) if held.trim() == token => Ok(()),
         _ => Err(TrainError::Superseded { path }),

@@ -68,7 +68,6 @@ pub(crate) fn trainer_image(engine: &Engine) -> anyhow::Result<String> {
 /// modification time): `mlci serve` asks at every provision step, and the binary is
 /// large (about 140 MiB with debug line tables).
 fn binary_hash(binary: &Path) -> anyhow::Result<String> {
-    use sha2::Digest;
     type Key = (PathBuf, u64, Option<std::time::SystemTime>);
     static SEEN: std::sync::Mutex<Vec<(Key, String)>> = std::sync::Mutex::new(Vec::new());
     let meta = std::fs::metadata(binary).with_context(|| format!("cannot read {}", binary.display()))?;
@@ -77,8 +76,9 @@ fn binary_hash(binary: &Path) -> anyhow::Result<String> {
     if let Some((_, hash)) = seen.iter().find(|(k, _)| *k == key) {
         return Ok(hash.clone());
     }
-    let content = std::fs::read(binary).with_context(|| format!("cannot read {}", binary.display()))?;
-    let hash = crate::hex(&sha2::Sha256::digest(&content)[..6]);
+    let (_, sha256) =
+        crate::file_sha256(binary).with_context(|| format!("cannot read {}", binary.display()))?;
+    let hash = sha256[..12].to_owned();
     seen.push((key, hash.clone()));
     Ok(hash)
 }

@@ -283,6 +283,14 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Size and SHA-256 (lowercase hex) of a file, read as a stream.
+pub(crate) fn file_sha256(path: &Path) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok((size, hex(&hasher.finalize())))
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) fn emit_plain(line: &str) {
     println!("{line}");

@@ -4,7 +4,6 @@
 //! experiment's folder and the dataset at the same paths (docs/scaling.md). Also
 //! `mlci probe-files`, the command that check runs on each node.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use sha2::Digest;
 
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::{bad, hex};
+use crate::{bad, file_sha256, hex};
 
 /// The probe file's name in the experiment's folder (removed after the check).
 const PROBE_FILE: &str = ".mlci-storage-probe";
@@ -124,29 +123,13 @@ fn check_storage(
 }
 
 fn shared_file(path: &Path) -> anyhow::Result<SharedFile> {
-    let (size, sha256) = digest(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+    let (size, sha256) =
+        file_sha256(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     Ok(SharedFile {
         path: path.to_owned(),
         size,
         sha256,
     })
-}
-
-/// Size and SHA-256 (hex) of a file.
-fn digest(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut file = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 64 << 10];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok((size, hex(&h.finalize())))
 }
 
 /// The first regular file (names sorted, at most three folders deep, no links
@@ -185,7 +168,7 @@ pub(crate) fn cmd_probe_files(args: &crate::cli::ProbeFilesArgs) -> Exit {
             crate::emit_plain(&format!("bad argument {arg}: want PATH=SIZE:SHA256"));
             return Exit::BadInput;
         };
-        let line = match digest(Path::new(path)) {
+        let line = match file_sha256(Path::new(path)) {
             Ok((s, h)) if s == size && h == sha => format!("ok {path}"),
             Ok((s, _)) if s != size => format!("differs {path}: {s} bytes here, {size} on the manager"),
             Ok(_) => format!("differs {path}: same size, other content"),
@@ -208,7 +191,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("a");
         std::fs::write(&file, "secret-token").unwrap();
-        let (size, sha) = digest(&file).unwrap();
+        let (size, sha) = file_sha256(&file).unwrap();
         assert_eq!(size, 12);
         let args = |v: Vec<String>| crate::cli::ProbeFilesArgs { files: v };
         let path = file.display();

@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use mlci_core::{Control, StopSignal};
 
 use super::manager::{delete_service, remove_and_wait, service_task};
-use super::{Placement, ServiceOutcome, TaskEnd, POLL};
+use super::{task_ended, Placement, ServiceOutcome, TaskEnd, POLL};
 use crate::engine::{short, Lines};
 use crate::{ContainerError, ContainerSpec};
 
@@ -281,12 +281,7 @@ pub(super) async fn follow_service(
                     .build();
                 logs = Some(Box::pin(docker.task_logs(&task_id, Some(options))));
             }
-            TaskState::COMPLETE
-            | TaskState::FAILED
-            | TaskState::REJECTED
-            | TaskState::SHUTDOWN
-            | TaskState::ORPHANED
-            | TaskState::REMOVE => {
+            state if task_ended(state) => {
                 outcome.end = match state {
                     TaskState::COMPLETE => TaskEnd::Complete,
                     TaskState::FAILED => TaskEnd::Failed,

@@ -43,6 +43,15 @@ pub const ISOLATED_NETWORK: &str = "mlci-isolated";
 /// How often the task's state is read while it waits or runs.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Whether a task in `state` has ended: it will not run (again).
+fn task_ended(state: bollard::models::TaskState) -> bool {
+    use bollard::models::TaskState as S;
+    matches!(
+        state,
+        S::COMPLETE | S::FAILED | S::REJECTED | S::SHUTDOWN | S::ORPHANED | S::REMOVE
+    )
+}
+
 /// Where a trial's service may be placed and how long it may wait for a node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placement {

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 
 use super::manager::{delete_service, ensure_isolated_network};
 use super::service::service_spec;
-use super::{Placement, POLL};
+use super::{task_ended, Placement, POLL};
 use crate::engine::short;
 use crate::{ContainerError, ContainerSpec, Engine};
 
@@ -82,18 +82,7 @@ async fn collect(
         let tasks = docker.list_tasks(Some(options.clone())).await.map_err(|e| {
             ContainerError::engine(format!("listing the tasks of service {}", short(service)), e)
         })?;
-        let ended = |state: Option<TaskState>| {
-            matches!(
-                state,
-                Some(
-                    TaskState::COMPLETE
-                        | TaskState::FAILED
-                        | TaskState::REJECTED
-                        | TaskState::SHUTDOWN
-                        | TaskState::ORPHANED
-                )
-            )
-        };
+        let ended = |state: Option<TaskState>| state.is_some_and(task_ended);
         let all_ended = !tasks.is_empty()
             && tasks
                 .iter()

@@ -252,7 +252,7 @@ struct LeaseTakenAfter(usize, std::path::PathBuf);
 impl mlci_train::Observer for LeaseTakenAfter {
     fn epoch_done(&mut self, m: &mlci_core::EpochMetrics) -> mlci_core::Control {
         if m.epoch == self.0 {
-            std::fs::write(self.1.join(mlci_train::LEASE_FILE), "2-newer").unwrap();
+            std::fs::write(self.1.join(mlci_core::LEASE_FILE), "2-newer").unwrap();
         }
         mlci_core::Control::Continue
     }
@@ -264,7 +264,7 @@ fn a_run_whose_lease_was_taken_stops_without_writing() {
     let data = dataset(&tmp.path().join("data"), 30, 32);
     let out = tmp.path().join("run");
     std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join(mlci_train::LEASE_FILE), "1-mine").unwrap();
+    std::fs::write(out.join(mlci_core::LEASE_FILE), "1-mine").unwrap();
     let opts = TrainOptions {
         lease: Some("1-mine".into()),
         ..opts(&out)
