@@ -82,6 +82,39 @@ impl BuildContext {
         Ok(self)
     }
 
+    /// Test images only: a `LABEL mlci.test-image=<tag>` right after `dockerfile`'s `FROM`,
+    /// so every layer of the image is this build's own. Without it the Engine's build cache
+    /// hands one test a layer that another test's cleanup is deleting (`failed to get
+    /// digest …: no such file or directory`), and test layers could serve as cache for
+    /// mlci's own trainer image.
+    #[cfg(feature = "testing")]
+    pub(crate) fn isolated(mut self, dockerfile: &str, tag: &str) -> Self {
+        let entry = self
+            .files
+            .iter_mut()
+            .find(|(name, _)| name == dockerfile)
+            .unwrap_or_else(|| panic!("the build context has no {dockerfile}"));
+        let text = match &entry.1 {
+            Source::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+            Source::File(p) => {
+                std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
+            }
+        };
+        let mut out = String::new();
+        let mut labelled = false;
+        for line in text.lines() {
+            out.push_str(line);
+            out.push('\n');
+            if !labelled && line.trim_start().to_ascii_uppercase().starts_with("FROM ") {
+                out.push_str(&format!("LABEL mlci.test-image=\"{tag}\"\n"));
+                labelled = true;
+            }
+        }
+        assert!(labelled, "{dockerfile} has no FROM line");
+        entry.1 = Source::Bytes(out.into_bytes());
+        self
+    }
+
     /// The context as an uncompressed tar archive (modes kept, so binaries stay executable).
     pub fn to_tar(&self) -> Result<Vec<u8>, ContainerError> {
         let mut builder = tar::Builder::new(Vec::new());

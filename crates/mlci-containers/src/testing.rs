@@ -84,8 +84,11 @@ impl Drop for TestImage {
     }
 }
 
-/// Build `context` as `tag`, panicking with the build log on failure.
+/// Build `context` as `tag`, panicking with the build log on failure. The image shares no
+/// layer with any other image (see `BuildContext::isolated`), so removing it when the
+/// test ends never pulls a cached layer from under a build running in parallel.
 pub fn build(engine: &Arc<Engine>, context: BuildContext, dockerfile: &str, tag: String) -> TestImage {
+    let context = context.isolated(dockerfile, &tag);
     let mut log = Vec::new();
     let id = engine
         .build_image(&context, dockerfile, &tag, &mut |l| log.push(l.to_owned()))
