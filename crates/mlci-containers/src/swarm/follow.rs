@@ -16,9 +16,7 @@ use super::{task_ended, Placement, ServiceOutcome, TaskEnd, POLL};
 use crate::engine::{short, Lines};
 use crate::{ContainerError, ContainerSpec};
 
-/// After the task ended, how long the log stream may stay quiet before it is
-/// closed (a followed task log does not end by itself), and at most how long to drain it.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// After the task ended, at most how long reading the rest of its log may take.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
 
 /// How often the state of the node under a running task is read.
@@ -71,6 +69,11 @@ struct LogSink<'a> {
     file: Option<&'a mut std::fs::File>,
     stopped: bool,
     stop_now: bool,
+    /// Bytes taken so far from the task's stdout and stderr.
+    seen: [usize; 2],
+    /// Bytes of stdout and stderr still to pass over: a second read of the log
+    /// starts from its beginning and skips what the first delivered.
+    skip: [usize; 2],
 }
 
 impl LogSink<'_> {
@@ -80,22 +83,43 @@ impl LogSink<'_> {
         }
     }
 
+    /// Read the log again from its start: what was taken so far is passed over.
+    fn reread(&mut self) {
+        self.skip = self.seen;
+    }
+
+    /// The part of `message` (of stream `i`, 0 stdout, 1 stderr) not taken yet.
+    fn unseen<'m>(&mut self, i: usize, message: &'m [u8]) -> &'m [u8] {
+        let skipped = self.skip[i].min(message.len());
+        self.skip[i] -= skipped;
+        let rest = &message[skipped..];
+        self.seen[i] += rest.len();
+        rest
+    }
+
     fn push(&mut self, item: LogOutput, on_line: &mut dyn FnMut(&str) -> Control) {
-        let Self {
-            out,
-            err,
-            file,
-            stopped,
-            stop_now,
-        } = self;
         match item {
-            LogOutput::StdOut { message } => out.push(&message, |line| {
-                Self::write(file, line);
-                if !*stopped && !*stop_now && on_line(line) == Control::Stop {
-                    *stop_now = true;
-                }
-            }),
-            LogOutput::StdErr { message } => err.push(&message, |line| Self::write(file, line)),
+            LogOutput::StdOut { message } => {
+                let rest = self.unseen(0, &message);
+                let Self {
+                    out,
+                    file,
+                    stopped,
+                    stop_now,
+                    ..
+                } = self;
+                out.push(rest, |line| {
+                    Self::write(file, line);
+                    if !*stopped && !*stop_now && on_line(line) == Control::Stop {
+                        *stop_now = true;
+                    }
+                });
+            }
+            LogOutput::StdErr { message } => {
+                let rest = self.unseen(1, &message);
+                let Self { err, file, .. } = self;
+                err.push(rest, |line| Self::write(file, line));
+            }
             _ => {}
         }
     }
@@ -154,8 +178,12 @@ pub(super) async fn follow_service(
         file: log,
         stopped: false,
         stop_now: false,
+        seen: [0; 2],
+        skip: [0; 2],
     };
     let mut logs = None;
+    // The task that ended after running: the rest of its log is read once, unfollowed.
+    let mut ended_task: Option<String> = None;
     let mut running_since: Option<Instant> = None;
     let mut unplaced_since: Option<Instant> = None;
     let mut last_task: Option<Task> = None;
@@ -290,14 +318,17 @@ pub(super) async fn follow_service(
                 };
                 outcome.message = text;
                 let container = status.container_status.unwrap_or_default();
-                // Ended between two polls: its whole log, not followed.
                 let ran = container.container_id.as_deref().is_some_and(|c| !c.is_empty());
                 if running_since.is_none() && ran {
+                    // Ended between two polls: never followed.
                     running_since = Some(Instant::now());
-                    let task_id = task.id.clone().unwrap_or_default();
-                    on_start(&task_id, outcome.node.as_deref().unwrap_or("?"));
-                    let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
-                    logs = Some(Box::pin(docker.task_logs(&task_id, Some(options))));
+                    on_start(
+                        task.id.as_deref().unwrap_or_default(),
+                        outcome.node.as_deref().unwrap_or("?"),
+                    );
+                }
+                if running_since.is_some() {
+                    ended_task = task.id.clone();
                 }
                 outcome.exit_code = container.exit_code;
                 if let Some(cid) = container.container_id.filter(|c| !c.is_empty()) {
@@ -331,14 +362,28 @@ pub(super) async fn follow_service(
             _ => {}
         }
     }
-    // The task ended: drain what its log still holds (a followed task log never ends).
-    if let (Some(stream), false) = (logs.as_mut(), outcome.stopped || outcome.timed_out) {
-        let drain_until = Instant::now() + DRAIN_MAX;
-        while Instant::now() < drain_until {
-            match tokio::time::timeout(DRAIN_IDLE, StreamExt::next(stream)).await {
-                Ok(Some(Ok(item))) => sink.push(item, on_line),
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+    // The task ended on a node that reported it: the rest of its log. A followed task
+    // log never ends by itself (waiting for it to go quiet cost a second per trial), so
+    // the log is read again, unfollowed, which ends once all of it is sent; what the
+    // followed read took is passed over. The followed stream is dropped unread.
+    drop(logs);
+    if let Some(task_id) = ended_task {
+        sink.reread();
+        let options = LogsOptionsBuilder::default().stdout(true).stderr(true).build();
+        let mut rest = std::pin::pin!(docker.task_logs(&task_id, Some(options)));
+        let read = async {
+            while let Some(item) = StreamExt::next(&mut rest).await {
+                match item {
+                    Ok(item) => sink.push(item, on_line),
+                    Err(e) => {
+                        tracing::warn!(service = short(service), error = %e, "reading the task log failed");
+                        break;
+                    }
+                }
             }
+        };
+        if tokio::time::timeout(DRAIN_MAX, read).await.is_err() {
+            tracing::warn!(service = short(service), "the task log did not end in time");
         }
     }
     sink.finish(on_line);
@@ -361,6 +406,43 @@ pub(super) async fn follow_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_read_of_the_log_delivers_each_line_once() {
+        let mut sink = LogSink {
+            out: Lines::default(),
+            err: Lines::default(),
+            file: None,
+            stopped: false,
+            stop_now: false,
+            seen: [0; 2],
+            skip: [0; 2],
+        };
+        let mut lines = Vec::new();
+        let mut on_line = |l: &str| {
+            lines.push(l.to_owned());
+            Control::Continue
+        };
+        let out = |s: &str| LogOutput::StdOut {
+            message: s.as_bytes().to_vec().into(),
+        };
+        let err = |s: &str| LogOutput::StdErr {
+            message: s.as_bytes().to_vec().into(),
+        };
+        // The followed read: one whole line, half of the next, some stderr.
+        sink.push(out("epoch 1\n"), &mut on_line);
+        sink.push(err("warning\n"), &mut on_line);
+        sink.push(out("epoch 2 d"), &mut on_line);
+        // The unfollowed read from the start, cut into other pieces.
+        sink.reread();
+        sink.push(out("epo"), &mut on_line);
+        sink.push(err("warning\nlast words\n"), &mut on_line);
+        sink.push(out("ch 1\nepoch 2 done\nresult"), &mut on_line);
+        sink.push(out(" {}\n"), &mut on_line);
+        sink.finish(&mut on_line);
+        assert_eq!(lines, ["epoch 1", "epoch 2 done", "result {}"]);
+        assert_eq!(sink.seen, [31, 19]);
+    }
 
     #[test]
     fn pending_messages_tell_constraints_from_resources() {
