@@ -154,6 +154,35 @@ impl Lab {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
+    /// On node `k`, cut off but with its Engine still answering on its own socket: the
+    /// exit code and log of trial `trial`'s container once it has stopped by itself
+    /// (waits up to a minute).
+    fn stopped_attempt(&self, k: u32, trial: u64) -> (String, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let label = format!("label=mlci.trial={trial}");
+        loop {
+            let ids = self.node_docker(k, &["ps", "-aq", "--filter", &label, "--filter", "status=exited"]);
+            if let Some(id) = ids.split_whitespace().next() {
+                let code = self.node_docker(k, &["inspect", "--format", "{{.State.ExitCode}}", id]);
+                let sock = self.base.join(NAME).join(format!("n{k}/docker.sock"));
+                let o = Command::new("docker")
+                    .arg("-H")
+                    .arg(format!("unix://{}", sock.display()))
+                    .args(["logs", id])
+                    .output()
+                    .unwrap();
+                let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+                return (code.trim().to_owned(), log);
+            }
+            let all = self.node_docker(k, &["ps", "-a", "--filter", &label]);
+            assert!(
+                Instant::now() < deadline,
+                "a minute after the retry, trial {trial}'s cut-off attempt on n{k} still runs: {all}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     fn down(base: &Path) {
         let o = Self::command(base, &["down"]).output().unwrap();
         assert!(o.status.success(), "swarm-lab down: {}", stderr(&o));
@@ -469,8 +498,9 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
 
     // A new lab: a worker's network is cut under a running trial (its Engine and the
     // trial's container live on, unreachable), then healed once the trial was retried
-    // elsewhere. The trial resumes from its checkpoint; the cut-off attempt, fenced by
-    // its lease, writes nothing more, and Swarm removes its container after the heal.
+    // elsewhere and the cut-off attempt, fenced by its lease, stopped by itself (read on
+    // the cut node's own Engine). The trial resumes from its checkpoint, and Swarm
+    // removes the old container after the heal.
     let Some(lab) = Lab::up() else { return };
     let shared = lab.var("MLCI_LAB_SHARED");
     let data = generated(&shared, 500);
@@ -479,6 +509,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     let spec = experiment(&shared, &data, (2, 2), slow, 48);
     let mut cut: Option<(u64, u32, u64)> = None;
     let mut healed = false;
+    let mut fenced: Option<(String, String)> = None;
     let (log, shown) = run_experiment(&lab, &data_dir, &spec, |trial, node, epoch, line| {
         if cut.is_none() && node != 1 && epoch >= 3 && epoch + 10 <= slow {
             lab.lab(&["cut", &node.to_string()]);
@@ -486,6 +517,7 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
         }
         if let Some((t, node, _)) = cut {
             if !healed && line.contains("event=trial_retried") && field(line, "trial=") == Some(t) {
+                fenced = Some(lab.stopped_attempt(node, t));
                 lab.lab(&["heal", &node.to_string()]);
                 healed = true;
             }
@@ -493,6 +525,13 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     });
     let (cut_trial, cut_node, cut_at) = cut.unwrap_or_else(|| panic!("no trial ran on a worker: {log}"));
     assert!(healed, "trial {cut_trial} was never retried: {log}");
+    // The cut-off attempt trained on until the retry wrote its own lease, then stopped
+    // at its next checkpoint (or before its final model) without writing it.
+    let (code, old_log) = fenced.unwrap();
+    assert!(
+        old_log.contains("no longer holds this run's lease") && code != "0",
+        "the cut-off attempt of trial {cut_trial} (exit {code}) was not fenced: {old_log}"
+    );
     every_trial_once(&shown, 2, slow);
     let lost = format!("node mlab-{NAME}-n{cut_node} is down");
     resumed_elsewhere(&shown, &log, (cut_trial, cut_at, cut_node), &lost, slow);
