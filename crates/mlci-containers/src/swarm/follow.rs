@@ -76,7 +76,19 @@ struct LogSink<'a> {
     skip: [usize; 2],
 }
 
-impl LogSink<'_> {
+impl<'a> LogSink<'a> {
+    fn new(file: Option<&'a mut std::fs::File>) -> Self {
+        Self {
+            out: Lines::default(),
+            err: Lines::default(),
+            file,
+            stopped: false,
+            stop_now: false,
+            seen: [0; 2],
+            skip: [0; 2],
+        }
+    }
+
     fn write(file: &mut Option<&mut std::fs::File>, line: &str) {
         if let Some(f) = file.as_mut() {
             let _ = writeln!(f, "{line}");
@@ -172,15 +184,7 @@ pub(super) async fn follow_service(
         timed_out: false,
         seconds: 0.0,
     };
-    let mut sink = LogSink {
-        out: Lines::default(),
-        err: Lines::default(),
-        file: log,
-        stopped: false,
-        stop_now: false,
-        seen: [0; 2],
-        skip: [0; 2],
-    };
+    let mut sink = LogSink::new(log);
     let mut logs = None;
     // The task that ended after running: the rest of its log is read once, unfollowed.
     let mut ended_task: Option<String> = None;
@@ -409,15 +413,7 @@ mod tests {
 
     #[test]
     fn a_second_read_of_the_log_delivers_each_line_once() {
-        let mut sink = LogSink {
-            out: Lines::default(),
-            err: Lines::default(),
-            file: None,
-            stopped: false,
-            stop_now: false,
-            seen: [0; 2],
-            skip: [0; 2],
-        };
+        let mut sink = LogSink::new(None);
         let mut lines = Vec::new();
         let mut on_line = |l: &str| {
             lines.push(l.to_owned());
