@@ -505,7 +505,9 @@ fn trials_spread_over_three_hosts_and_survive_a_killed_engine_and_a_drained_node
     let shared = lab.var("MLCI_LAB_SHARED");
     let data = generated(&shared, 500);
     let data_dir = shared.join("data");
-    let slow = 40;
+    // Long enough (0.8 s an epoch here) that the cut-off attempt is still training when
+    // the retry takes its lease, about 20 s after the cut.
+    let slow = 60;
     let spec = experiment(&shared, &data, (2, 2), slow, 48);
     let mut cut: Option<(u64, u32, u64)> = None;
     let mut healed = false;
