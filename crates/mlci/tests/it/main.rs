@@ -58,24 +58,25 @@ fn generated(dir: &Path, per_class: usize) -> PathBuf {
     data
 }
 
+/// The number `key` of each object in the JSON array `list` (trial numbers, steps).
+fn numbers(list: &Value, key: &str) -> Vec<u64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no number {key} in {item}"))
+        })
+        .collect()
+}
+
 /// Trials 1..=n, each once, each completed with every epoch once.
 pub(crate) fn every_trial_once(shown: &Value, n: u64, epochs: u64) {
-    let trials = shown["trials"].as_array().unwrap();
-    assert_eq!(
-        trials
-            .iter()
-            .map(|t| t["number"].as_u64().unwrap())
-            .collect::<Vec<_>>(),
-        (1..=n).collect::<Vec<_>>()
-    );
-    for t in trials {
+    assert_eq!(numbers(&shown["trials"], "number"), (1..=n).collect::<Vec<_>>());
+    for t in shown["trials"].as_array().unwrap() {
         assert_eq!(t["state"], "completed", "{t}");
-        let steps: Vec<u64> = t["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["step"].as_u64().unwrap())
-            .collect();
+        let steps = numbers(&t["steps"], "step");
         assert_eq!(steps, (1..=epochs).collect::<Vec<_>>(), "trial {}", t["number"]);
     }
 }

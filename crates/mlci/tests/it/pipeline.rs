@@ -420,12 +420,7 @@ fn a_tuning_run_survives_a_restart_of_the_service() {
     assert_eq!(run["state"], "succeeded", "{run}\n{serve2}");
     let exp_id = run["result"]["tune"]["experiment_id"].as_str().unwrap();
     let exp = get_json(&format!("{base}/api/v1/experiments/{exp_id}"));
-    let numbers: Vec<u64> = exp["trials"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["number"].as_u64().unwrap())
-        .collect();
+    let numbers = crate::numbers(&exp["trials"], "number");
     let expected: Vec<u64> = (1..=numbers.len() as u64).collect();
     assert_eq!(numbers, expected, "each trial once: {exp}");
     assert!(exp["state"] != "running", "{exp}");

@@ -289,12 +289,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
     let shown = show(tmp.path(), &id);
     let t1 = &shown["trials"][0];
     assert_eq!(t1["state"], "completed");
-    let steps: Vec<u64> = t1["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["step"].as_u64().unwrap())
-        .collect();
+    let steps = crate::numbers(&t1["steps"], "step");
     assert_eq!(
         steps,
         [1, 2, 3, 4],
