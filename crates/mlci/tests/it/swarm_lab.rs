@@ -141,8 +141,8 @@ impl Lab {
         o
     }
 
-    /// `docker` against node `k`'s own Engine; its stdout.
-    fn node_docker(&self, k: u32, args: &[&str]) -> String {
+    /// `docker ARGS` against node `k`'s own Engine.
+    fn node_command(&self, k: u32, args: &[&str]) -> Output {
         let sock = self.base.join(NAME).join(format!("n{k}/docker.sock"));
         let o = Command::new("docker")
             .arg("-H")
@@ -151,7 +151,12 @@ impl Lab {
             .output()
             .unwrap();
         assert!(o.status.success(), "docker {args:?} on n{k}: {}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        o
+    }
+
+    /// `docker ARGS` against node `k`'s own Engine; its stdout.
+    fn node_docker(&self, k: u32, args: &[&str]) -> String {
+        String::from_utf8_lossy(&self.node_command(k, args).stdout).into_owned()
     }
 
     /// On node `k`, cut off but with its Engine still answering on its own socket: the
@@ -164,13 +169,8 @@ impl Lab {
             let ids = self.node_docker(k, &["ps", "-aq", "--filter", &label, "--filter", "status=exited"]);
             if let Some(id) = ids.split_whitespace().next() {
                 let code = self.node_docker(k, &["inspect", "--format", "{{.State.ExitCode}}", id]);
-                let sock = self.base.join(NAME).join(format!("n{k}/docker.sock"));
-                let o = Command::new("docker")
-                    .arg("-H")
-                    .arg(format!("unix://{}", sock.display()))
-                    .args(["logs", id])
-                    .output()
-                    .unwrap();
+                // The container's stderr comes out on the CLI's stderr.
+                let o = self.node_command(k, &["logs", id]);
                 let log = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
                 return (code.trim().to_owned(), log);
             }

@@ -300,17 +300,7 @@ fn sigterm_checkpoints_and_stops_gracefully_then_resume_finishes() {
 /// The statically linked mlci that `scripts/build-static` makes, for the trainer image;
 /// without it or the Engine the test fails (`None` only when opted out, `MLCI_SKIP=docker`).
 pub(crate) fn static_mlci() -> Option<std::path::PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/static/x86_64-unknown-linux-gnu/release/mlci");
-    if !bin.is_file() {
-        mlci_containers::testing::missing(
-            "docker",
-            "the static mlci for the trainer image",
-            format!("{} is missing", bin.display()),
-            "scripts/build-static",
-        );
-        return None;
-    }
+    let bin = mlci_containers::testing::static_binary()?;
     let engine = std::process::Command::new("docker")
         .args(["version", "--format", "{{.Server.Version}}"])
         .output();
